@@ -1,0 +1,316 @@
+"""Configuration of a fusion model: named modalities, each with its encoder config, plus fusion and head settings.
+
+This file is copied next to the weights by ``save_pretrained`` (``trust_remote_code`` loading), so it imports
+only torch, transformers and sibling modules of this folder.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from transformers import CONFIG_MAPPING, MODEL_MAPPING, PretrainedConfig
+
+from .fusion_layers import FUSION_REGISTRY
+from .pooling_layers import POOLING_REGISTRY
+
+MODALITY_KINDS = ("image", "audio", "text", "features")
+"""What a modality can hold: an image, audio or text encoder, or a dense float vector (``features``)."""
+
+SPEC_KEYS = (
+    "kind",
+    "path",
+    "config",
+    "pooling",
+    "layer",
+    "trainable_layers",
+    "learning_rate",
+    "train_feature_encoder",
+    "input_dim",
+    "hidden_sizes",
+)
+"""Keys a per-modality spec may hold (see ``FusionConfig``)."""
+
+_INPUT_NAME_TO_KIND = {"pixel_values": "image", "input_values": "audio", "input_ids": "text"}
+_TOWER_KEYS = {"image": "vision_config", "text": "text_config", "audio": "audio_config"}
+
+
+def _resolve_encoder_config(name: str, value: Any) -> PretrainedConfig | None:
+    """Turn a saved encoder-config dict (with ``model_type``) back into the right config class."""
+    if value is None or isinstance(value, PretrainedConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"modality '{name}': `config` must be a transformers config or a dict with `model_type`, "
+            f"got {type(value).__name__}"
+        )
+    value = dict(value)
+    model_type = value.pop("model_type", None)
+    value.pop("transformers_version", None)
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(
+            f"modality '{name}': `config.model_type` must name a transformers model type, got {model_type!r}"
+        )
+    return CONFIG_MAPPING[model_type](**value)
+
+
+def encoder_tower_config(kind: str, config: PretrainedConfig) -> PretrainedConfig:
+    """Return the tower of a dual-encoder config (CLIP, SigLIP, CLAP) that matches ``kind``, else ``config``."""
+    tower = getattr(config, _TOWER_KEYS.get(kind, "_"), None)
+    return tower if isinstance(tower, PretrainedConfig) else config
+
+
+def _main_input_kind(config: PretrainedConfig) -> str | None:
+    if config.model_type == "timm_wrapper":
+        return "image"
+    try:
+        model_class = MODEL_MAPPING[type(config)]
+    except KeyError:
+        return None
+    return _INPUT_NAME_TO_KIND.get(getattr(model_class, "main_input_name", None))
+
+
+def infer_kind(name: str, config: PretrainedConfig) -> str:
+    """Infer a modality's kind from its encoder's main input (pixel_values / input_values / input_ids)."""
+    kind = _main_input_kind(config)
+    if kind is None or any(
+        isinstance(getattr(config, k, None), PretrainedConfig) for k in _TOWER_KEYS.values()
+    ):
+        raise ValueError(
+            f"modality '{name}': cannot infer `kind` from encoder type '{config.model_type}'; "
+            f"give `kind` explicitly (one of {MODALITY_KINDS})"
+        )
+    return kind
+
+
+def default_pooling(kind: str, config: PretrainedConfig | None) -> str | None:
+    """Default pooling per kind: CLS token for text and ViT-like images, the encoder's own pooling for CNN/timm
+    image models (no CLS token), and a mask-aware mean over frames for audio."""
+    if kind == "features":
+        return None
+    if kind == "audio":
+        return "mean"
+    if kind == "image" and (config.model_type == "timm_wrapper" or not hasattr(config, "hidden_size")):
+        return "pooler"
+    return "cls"
+
+
+def _check_trainable_layers(name: str, value: Any) -> int | str:
+    if value == "all":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"modality '{name}': `trainable_layers` must be 0 (frozen), a positive number of top blocks, "
+            f"or 'all'; got {value!r}"
+        )
+    return value
+
+
+def normalize_spec(name: str, spec: Any) -> dict[str, Any]:
+    """Validate one modality spec and fill its defaults; errors name the modality and the field."""
+    if isinstance(spec, str):
+        spec = {"path": spec}
+    if isinstance(spec, PretrainedConfig):
+        spec = {"config": spec}
+    if not isinstance(spec, dict):
+        raise ValueError(
+            f"modality '{name}': spec must be a path string or a dict, got {type(spec).__name__}"
+        )
+    unknown = set(spec) - set(SPEC_KEYS)
+    if unknown:
+        raise ValueError(
+            f"modality '{name}': unknown spec keys {sorted(unknown)}; allowed: {list(SPEC_KEYS)}"
+        )
+    out = {key: spec.get(key) for key in SPEC_KEYS}
+    out["config"] = _resolve_encoder_config(name, copy.deepcopy(out["config"]))
+    kind = out["kind"]
+    if kind is not None and kind not in MODALITY_KINDS:
+        raise ValueError(f"modality '{name}': `kind` must be one of {MODALITY_KINDS}, got {kind!r}")
+    if kind is None and out["config"] is None and out["input_dim"] is not None:
+        kind = "features"
+    if kind == "features":
+        if not isinstance(out["input_dim"], int) or out["input_dim"] <= 0:
+            raise ValueError(f"modality '{name}': kind 'features' needs a positive integer `input_dim`")
+        sizes = out["hidden_sizes"] if out["hidden_sizes"] is not None else [out["input_dim"]]
+        if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
+            raise ValueError(
+                f"modality '{name}': `hidden_sizes` must be a non-empty list of positive integers"
+            )
+        out["hidden_sizes"] = list(sizes)
+        out["pooling"] = None
+        out["layer"] = None
+    else:
+        if out["config"] is None:
+            raise ValueError(
+                f"modality '{name}': no encoder; give `config` (an encoder config), load it with "
+                "`FusionModel.from_encoders` from a `path`, or use kind 'features' with `input_dim`"
+            )
+        kind = kind or infer_kind(name, out["config"])
+        out["config"] = encoder_tower_config(kind, out["config"])
+        out["pooling"] = out["pooling"] or default_pooling(kind, out["config"])
+        if out["pooling"] not in POOLING_REGISTRY:
+            raise ValueError(
+                f"modality '{name}': `pooling` must be one of {sorted(POOLING_REGISTRY)}, got {out['pooling']!r}"
+            )
+        if out["layer"] is not None and (isinstance(out["layer"], bool) or not isinstance(out["layer"], int)):
+            raise ValueError(f"modality '{name}': `layer` must be an integer hidden-state index or None")
+        if out["layer"] is not None and out["pooling"] == "pooler":
+            raise ValueError(
+                f"modality '{name}': pooling 'pooler' reads the final output; it cannot use `layer`"
+            )
+        if out["layer"] is not None and out["config"].model_type == "timm_wrapper":
+            raise ValueError(f"modality '{name}': `layer` is not supported for timm encoders; leave it None")
+    out["kind"] = kind
+    out["trainable_layers"] = _check_trainable_layers(
+        name, "all" if out["trainable_layers"] is None else out["trainable_layers"]
+    )
+    out["train_feature_encoder"] = bool(out["train_feature_encoder"])
+    lr = out["learning_rate"]
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0):
+        raise ValueError(f"modality '{name}': `learning_rate` must be a non-negative number, got {lr!r}")
+    return out
+
+
+def _default_modalities() -> dict[str, dict[str, Any]]:
+    return {
+        "image": {"config": CONFIG_MAPPING["vit"]()},
+        "audio": {"config": CONFIG_MAPPING["wav2vec2"]()},
+        "text": {"config": CONFIG_MAPPING["bert"]()},
+    }
+
+
+class FusionConfig(PretrainedConfig):
+    r"""Configuration of a [`FusionModel`].
+
+    Args:
+        modalities (`dict[str, dict]`, *optional*):
+            Modality name -> spec, in the order the fusion sees them (saved as a list of specs with a ``name``
+            key, since JSON files sort dict keys; that list form is accepted too). Names are free (``image``, ``left_camera``,
+            ``sensors``...); the batch fields of a modality are prefixed ``{name}_``. Spec keys:
+
+            - ``config``: the encoder's transformers config (object, or dict with ``model_type``). A dual-encoder
+              config (CLIP, SigLIP, CLAP) is reduced to the tower matching ``kind``.
+            - ``kind``: ``image`` | ``audio`` | ``text`` | ``features``; inferred from the encoder when absent.
+            - ``path``: where the encoder was loaded from (Hub id or folder), for the record and the processor.
+            - ``pooling``: ``cls`` | ``mean`` | ``pooler`` | ``attention`` (all mask-aware). Default: ``cls``
+              for text and ViT-like images, ``pooler`` for CNN/timm images, ``mean`` for audio.
+            - ``layer``: index into the encoder's ``hidden_states`` to pool (0 = embeddings); ``None`` = the
+              encoder's final output.
+            - ``trainable_layers``: ``0`` frozen, ``k`` the top k blocks (plus the final norm), ``"all"``.
+            - ``learning_rate``: optional per-encoder learning rate (used by the trainer).
+            - ``train_feature_encoder``: train wav2vec2's convolutional front-end too (default ``False``).
+            - ``input_dim`` / ``hidden_sizes``: the MLP of a ``features`` modality.
+
+            Defaults to ``image`` (ViT), ``audio`` (wav2vec2) and ``text`` (BERT) with default-size configs.
+        fusion (`str`, *optional*, defaults to `"concat"`):
+            ``concat`` | ``gated`` | ``attention`` | ``transformer`` | ``tensor`` | ``low_rank_tensor``.
+        projection_dim (`int`, defaults to 256): size every pooled encoder vector is projected to.
+        fusion_hidden_size (`int`, defaults to 256): size of the fused embedding fed to the head.
+        fusion_layers (`int`, defaults to 1): MLP depth (``concat``) or transformer layers (``transformer``).
+        fusion_heads (`int`, defaults to 4): attention heads of the ``transformer`` fusion.
+        fusion_rank (`int`, defaults to 4): rank of the ``low_rank_tensor`` fusion.
+        tensor_fusion_dim (`int`, defaults to 16): per-modality size before the outer product of ``tensor``.
+        dropout (`float`, defaults to 0.1): dropout in the fusion module and before the head.
+        modality_dropout (`float`, defaults to 0.0): probability, per sample and modality, of masking a whole
+            modality during training (at least one modality per sample is kept).
+        aux_loss_weight (`float`, defaults to 0.0): weight of the auxiliary per-modality losses; when > 0 each
+            modality gets its own head on its projected vector and ``loss = main + w * mean(aux losses)``.
+        initializer_range (`float`, defaults to 0.02): std of the normal init of the new layers.
+    """
+
+    model_type = "fusion"
+
+    modalities: dict | None = None
+    fusion: str = "concat"
+    projection_dim: int = 256
+    fusion_hidden_size: int = 256
+    fusion_layers: int = 1
+    fusion_heads: int = 4
+    fusion_rank: int = 4
+    tensor_fusion_dim: int = 16
+    dropout: float = 0.1
+    modality_dropout: float = 0.0
+    aux_loss_weight: float = 0.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        modalities = _default_modalities() if self.modalities is None else self.modalities
+        if isinstance(
+            modalities, (list, tuple)
+        ):  # the saved form: JSON sorts dict keys, a list keeps the order
+            modalities = {spec["name"]: {k: v for k, v in spec.items() if k != "name"} for spec in modalities}
+        if not isinstance(modalities, dict) or not modalities:
+            raise ValueError("`modalities` must be a non-empty dict of modality name -> spec")
+        for name in modalities:
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(
+                    f"modality name {name!r} must be a valid identifier (it prefixes batch keys)"
+                )
+        self.modalities = {name: normalize_spec(name, spec) for name, spec in modalities.items()}
+        super().__post_init__(**kwargs)
+        self._validate_fusion_fields()
+
+    def _validate_fusion_fields(self) -> None:
+        if self.fusion not in FUSION_REGISTRY:
+            raise ValueError(f"`fusion` must be one of {sorted(FUSION_REGISTRY)}, got {self.fusion!r}")
+        for field in (
+            "projection_dim",
+            "fusion_hidden_size",
+            "fusion_layers",
+            "fusion_heads",
+            "fusion_rank",
+            "tensor_fusion_dim",
+        ):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{field}` must be a positive integer, got {value!r}")
+        if self.fusion == "transformer" and self.projection_dim % self.fusion_heads:
+            raise ValueError(
+                f"`projection_dim` ({self.projection_dim}) must be divisible by `fusion_heads` ({self.fusion_heads})"
+            )
+        for field in ("dropout", "modality_dropout"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"`{field}` must be in [0, 1), got {value!r}")
+        if not isinstance(self.aux_loss_weight, (int, float)) or self.aux_loss_weight < 0:
+            raise ValueError(f"`aux_loss_weight` must be >= 0, got {self.aux_loss_weight!r}")
+
+    @property
+    def modality_names(self) -> list[str]:
+        """Modality names in fusion order."""
+        return list(self.modalities)
+
+    def encoder_config(self, name: str) -> PretrainedConfig | None:
+        """The live encoder config of modality ``name`` (``None`` for ``features``)."""
+        return self.modalities[name]["config"]
+
+    @property
+    def _attn_implementation(self):
+        return self._attn_implementation_internal
+
+    @_attn_implementation.setter
+    def _attn_implementation(self, value: str | dict | None):
+        """Set on the composite and, unless ``None``, on every encoder config (a dict may name modalities)."""
+        current = getattr(self, "_attn_implementation_internal", None)
+        self._attn_implementation_internal = value if not isinstance(value, dict) else value.get("", current)
+        if value is None:
+            return
+        for name, spec in (getattr(self, "modalities", None) or {}).items():
+            sub = spec.get("config") if isinstance(spec, dict) else None
+            if isinstance(sub, PretrainedConfig):
+                sub._attn_implementation = (
+                    value if not isinstance(value, dict) else value.get(name, value.get(""))
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        modalities = []
+        for name, spec in self.modalities.items():
+            spec = {"name": name, **spec}
+            if isinstance(spec["config"], PretrainedConfig):
+                sub = spec["config"].to_dict()
+                sub.pop("transformers_version", None)
+                spec["config"] = sub
+            modalities.append(spec)
+        output["modalities"] = modalities  # a list: JSON files sort dict keys, and modality order matters
+        return output

@@ -1,0 +1,155 @@
+"""Where an encoder's parameters sit: embeddings, repeated blocks (bottom to top), final norm, and the parts
+that never train. Freezing (``trainable_layers``), gradual unfreezing and layer-wise learning rates all read
+this one description.
+
+A *block* is the encoder's repeated unit: the transformer layers of transformers models (ViT, BERT,
+wav2vec2's transformer), and timm's coarse parameter groups (stages for CNNs, blocks for ViTs; timm folds the
+final norm into the last block). wav2vec2's convolutional front-end is not a block.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from torch import nn
+
+FEATURE_ENCODER_PREFIXES = ("feature_extractor.",)
+"""Parameter prefixes of wav2vec2-family convolutional front-ends (trained only with ``train_feature_encoder``)."""
+
+
+@dataclass
+class EncoderLayout:
+    """Parameter names of one encoder (relative to it), grouped by role."""
+
+    embeddings: list[str] = field(default_factory=list)
+    blocks: list[list[str]] = field(default_factory=list)
+    final: list[str] = field(default_factory=list)
+    pooler: list[str] = field(default_factory=list)
+    feature_encoder: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    """Parameters that can never get a gradient with this pooling / layer (not trainable, so DDP needs no
+    unused-parameter search)."""
+
+    def trainable_names(self, trainable_layers: int | str, train_feature_encoder: bool = False) -> set[str]:
+        """Names that train for ``trainable_layers`` (0, top k blocks + final norm + pooler, or ``"all"``)."""
+        unused = set(self.unused)
+        if trainable_layers == "all":
+            names = self.embeddings + [n for b in self.blocks for n in b] + self.final + self.pooler
+            if train_feature_encoder:
+                names += self.feature_encoder
+            return set(names) - unused
+        if trainable_layers == 0:
+            return set()
+        usable = self.usable_blocks
+        if trainable_layers > len(usable):
+            raise ValueError(
+                f"`trainable_layers` is {trainable_layers} but the encoder has {len(usable)} usable blocks; "
+                "use a smaller number or 'all'"
+            )
+        names = [n for b in usable[len(usable) - trainable_layers :] for n in b] + self.final + self.pooler
+        return set(names) - unused
+
+    @property
+    def usable_blocks(self) -> list[list[str]]:
+        """Blocks that feed the pooled output (those above a chosen intermediate ``layer`` do not)."""
+        unused = set(self.unused)
+        return [b for b in self.blocks if not set(b) <= unused]
+
+
+def _block_module_list(encoder: nn.Module, exclude: tuple[str, ...]) -> str | None:
+    """Name of the encoder's repeated-block ``ModuleList``: the largest homogeneous one by parameter count."""
+    best, best_count = None, 0
+    for name, module in encoder.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if any((name + ".").startswith(p) for p in exclude) or len({type(m) for m in module}) != 1:
+            continue
+        count = sum(p.numel() for p in module.parameters())
+        if count > best_count:
+            best, best_count = name, count
+    return best
+
+
+def _timm_groups(timm_model: nn.Module, prefix: str) -> tuple[list[str], list[list[str]], list[str]]:
+    from timm.models._manipulate import group_with_matcher
+
+    matcher = timm_model.group_matcher(coarse=True)
+    groups = group_with_matcher(timm_model.named_parameters(), matcher)
+    patterns = matcher["blocks"]
+    patterns = [patterns] if isinstance(patterns, str) else [p for p, ordinal in patterns if ordinal is None]
+    embeddings, blocks, final = [], [], []
+    for ordinal in sorted(groups):
+        names = [prefix + n for n in groups[ordinal]]
+        is_block = any(re.match(p, n) for p in patterns for n in groups[ordinal])
+        if is_block:
+            blocks.append(names)
+        elif blocks:
+            final.extend(names)
+        else:
+            embeddings.extend(names)
+    return embeddings, blocks, final
+
+
+def encoder_layout(encoder: nn.Module, pooling: str | None, layer: int | None = None) -> EncoderLayout:
+    """Describe ``encoder``'s parameters; ``pooling`` and ``layer`` decide which parts are unused."""
+    names = [n for n, _ in encoder.named_parameters()]
+    layout = EncoderLayout()
+    timm_model = getattr(encoder, "timm_model", None)
+    if timm_model is not None:
+        layout.embeddings, layout.blocks, layout.final = _timm_groups(timm_model, "timm_model.")
+        head = [n for n in layout.final if n.startswith(("timm_model.head", "timm_model.fc_norm"))]
+        if pooling == "pooler":
+            layout.pooler = head
+        else:
+            layout.unused += head
+        layout.final = [n for n in layout.final if n not in head]
+        return layout
+    if not names:
+        return layout
+    layout.feature_encoder = [n for n in names if n.startswith(FEATURE_ENCODER_PREFIXES)]
+    layout.pooler = [n for n in names if n.startswith("pooler.")]
+    block_list = _block_module_list(encoder, FEATURE_ENCODER_PREFIXES)
+    index_of = {n: i for i, n in enumerate(names)}
+    if block_list is not None:
+        count = len(encoder.get_submodule(block_list))
+        layout.blocks = [[n for n in names if n.startswith(f"{block_list}.{i}.")] for i in range(count)]
+    in_blocks = {n for b in layout.blocks for n in b}
+    first_block = min((index_of[n] for n in in_blocks), default=len(names))
+    stable_norm = getattr(getattr(encoder, "config", None), "do_stable_layer_norm", False)
+    for n in names:
+        if n in in_blocks or n in layout.pooler or n in layout.feature_encoder:
+            continue
+        after = index_of[n] > first_block or (stable_norm and n.startswith("encoder.layer_norm."))
+        (layout.final if after else layout.embeddings).append(n)
+    if pooling != "pooler":
+        layout.unused += layout.pooler
+        layout.pooler = []
+    if layer is not None and layout.blocks:
+        depth = layer if layer >= 0 else len(layout.blocks) + 1 + layer
+        if not 0 <= depth <= len(layout.blocks):
+            raise ValueError(
+                f"`layer` {layer} is out of range for an encoder with {len(layout.blocks)} blocks"
+            )
+        layout.unused += [n for b in layout.blocks[depth:] for n in b] + layout.final + layout.pooler
+    return layout
+
+
+def block_module_names(encoder: nn.Module, block: list[str]) -> list[str]:
+    """The fewest module paths whose parameters are exactly ``block`` (e.g. ``["layers.3"]``)."""
+    members = set(block)
+    owners: dict[str, set[str]] = {}
+    for name, _ in encoder.named_parameters():
+        parts = name.split(".")
+        for i in range(len(parts)):
+            owners.setdefault(".".join(parts[:i]), set()).add(name)
+    chosen: list[str] = []
+    for name in block:
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            if owners[prefix] <= members:
+                if prefix not in chosen:
+                    chosen.append(prefix)
+                break
+    return chosen

@@ -1,0 +1,621 @@
+"""FusionModel: pretrained encoders (one per named modality) -> pooling -> projection -> fusion -> head.
+
+``save_pretrained`` copies this file and its sibling imports next to the weights, so the checkpoint loads
+with ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` where this package is not installed. Keep
+imports to torch, transformers, timm and flat relative imports of this folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_fusion import FusionConfig, encoder_tower_config, infer_kind, normalize_spec
+from .encoder_layout import EncoderLayout, block_module_names, encoder_layout
+from .feature_encoder import FeatureEncoder
+from .fusion_layers import FUSION_REGISTRY, LowRankTensorFusion, TransformerFusion
+from .pooling_layers import POOLING_REGISTRY, AttentionPooling
+
+KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "image": (("pixel_values",), ()),
+    "audio": (("input_values",), ("attention_mask",)),
+    "text": (("input_ids",), ("attention_mask", "token_type_ids", "position_ids")),
+    "features": (("values",), ()),
+}
+"""Per kind: (required, optional) batch fields, each prefixed ``{name}_`` in the batch."""
+
+
+@dataclass
+class FusionModelOutput(ModelOutput):
+    """Output of [`FusionModel`].
+
+    Args:
+        loss: main loss plus ``aux_loss_weight`` x mean auxiliary loss, when ``labels`` are given.
+        logits: ``[B, num_labels]``.
+        fused_embedding: ``[B, fusion_hidden_size]``, the fusion module's output (input of the head).
+        modality_embeddings: name -> ``[B, projection_dim]`` projected vectors as fed to the fusion; a sample
+            whose modality is missing holds that modality's learned placeholder.
+        aux_logits: name -> ``[B, num_labels]`` from the per-modality heads (``None`` without aux heads).
+        modality_weights: ``[B, M]`` in config order for fusions that weigh modalities, else ``None``.
+        aux_losses: name -> auxiliary loss of that modality over the samples where it is present.
+        modality_mask: ``[B, M]`` bool, which modalities each sample had (after modality dropout).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    fused_embedding: torch.Tensor | None = None
+    modality_embeddings: dict[str, torch.Tensor] | None = None
+    aux_logits: dict[str, torch.Tensor] | None = None
+    modality_weights: torch.Tensor | None = None
+    aux_losses: dict[str, torch.Tensor] | None = None
+    modality_mask: torch.Tensor | None = None
+
+
+def problem_type_for(config: FusionConfig, labels: torch.Tensor) -> str:
+    """transformers' rule: ``num_labels == 1`` -> regression, integer labels -> single-label, else multi-label."""
+    if config.problem_type is not None:
+        return config.problem_type
+    if config.num_labels == 1:
+        return "regression"
+    if labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+        return "single_label_classification"
+    return "multi_label_classification"
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+    """Cross-entropy, BCE-with-logits or MSE, computed in float32."""
+    logits = logits.float()
+    if problem_type == "regression":
+        if logits.shape[-1] == 1:
+            return nn.functional.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+        return nn.functional.mse_loss(logits, labels.float())
+    if problem_type == "single_label_classification":
+        return nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1).long())
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+def load_encoder(name: str, path: str, kind: str | None = None, **kwargs: Any) -> tuple[PreTrainedModel, str]:
+    """Load the encoder of modality ``name`` from a Hub id or folder with the transformers Auto classes.
+
+    timm checkpoints load through transformers' timm wrapper; a dual-encoder checkpoint (CLIP, SigLIP, CLAP)
+    loads only the tower matching ``kind``. Returns ``(model, kind)``.
+    """
+    hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+    config = AutoConfig.from_pretrained(path, **hub_kwargs)
+    if config.model_type == "timm_wrapper" and isinstance(getattr(config, "model_args", None), dict):
+        config.model_args.pop("num_classes", None)  # timm's save_for_hf writes it; the wrapper passes its own
+    kind = kind or infer_kind(name, config)
+    tower = encoder_tower_config(kind, config)
+    if tower is config:
+        model = AutoModel.from_pretrained(path, config=config, **kwargs)
+    else:
+        model = MODEL_MAPPING[type(tower)].from_pretrained(path, config=tower, **kwargs)
+    return model, kind
+
+
+def _encoder_output_dim(name: str, spec: dict, encoder: nn.Module) -> int:
+    if isinstance(encoder, FeatureEncoder):
+        return encoder.output_dim
+    if hasattr(encoder, "timm_model"):
+        return encoder.timm_model.num_features
+    config = spec["config"]
+    if getattr(config, "hidden_size", None):
+        return config.hidden_size
+    if getattr(config, "hidden_sizes", None):
+        return config.hidden_sizes[-1]
+    raise ValueError(f"modality '{name}': cannot tell the output size of encoder type '{config.model_type}'")
+
+
+def _build_encoder(spec: dict) -> nn.Module:
+    if spec["kind"] == "features":
+        return FeatureEncoder(spec["input_dim"], spec["hidden_sizes"])
+    config = spec["config"]
+    if type(config) in MODEL_MAPPING:
+        return MODEL_MAPPING[type(config)]._from_config(config)
+    return AutoModel.from_config(config)
+
+
+class FusionPreTrainedModel(PreTrainedModel):
+    config_class = FusionConfig
+    base_model_prefix = "fusion"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.MultiheadAttention):
+            init.normal_(module.in_proj_weight, std=std)
+            init.zeros_(module.in_proj_bias)
+        elif isinstance(module, LowRankTensorFusion):
+            for factor in module.factors:
+                init.xavier_normal_(factor)
+            init.xavier_normal_(module.rank_weights)
+            init.zeros_(module.bias)
+        elif isinstance(module, TransformerFusion):
+            init.normal_(module.cls_token, std=std)
+            init.normal_(module.type_embeddings, std=std)
+        elif isinstance(module, AttentionPooling):
+            init.zeros_(module.query)
+        elif isinstance(module, FusionModel):
+            for placeholder in module.missing_embeddings.values():
+                init.normal_(placeholder, std=std)
+
+
+class FusionModel(FusionPreTrainedModel):
+    """Pretrained encoders merged into one classifier/regressor. Build it with [`FusionModel.from_encoders`].
+
+    Inputs are ``{name}_{field}`` tensors per modality (``image_pixel_values``, ``audio_input_values``,
+    ``audio_attention_mask``, ``text_input_ids``, ``text_attention_mask``, ``sensors_values``...), optionally
+    ``{name}_embeds`` (a precomputed pooled vector that skips the encoder) and ``{name}_mask`` (bool per
+    sample, False = modality missing). A modality absent from the batch is missing for every sample.
+    """
+
+    def __init__(self, config: FusionConfig, encoders: Mapping[str, nn.Module] | None = None):
+        super().__init__(config)
+        encoders = dict(encoders or {})
+        unknown = set(encoders) - set(config.modalities)
+        if unknown:
+            raise ValueError(f"encoders given for unknown modalities {sorted(unknown)}")
+        self.encoders = nn.ModuleDict()
+        self.poolers = nn.ModuleDict()
+        self.projections = nn.ModuleDict()
+        self.missing_embeddings = nn.ParameterDict()
+        self.pooled_dims: dict[str, int] = {}
+        dim = config.projection_dim
+        for name, spec in config.modalities.items():
+            encoder = encoders.get(name)
+            if encoder is None:
+                encoder = _build_encoder(spec)
+            elif spec["config"] is not None:
+                spec["config"]._attn_implementation_internal = encoder.config._attn_implementation
+                encoder.config = spec["config"]
+            self.encoders[name] = encoder
+            pooled_dim = _encoder_output_dim(name, spec, encoder)
+            self.pooled_dims[name] = pooled_dim
+            if spec["pooling"] is not None:
+                self.poolers[name] = POOLING_REGISTRY[spec["pooling"]](pooled_dim)
+            self.projections[name] = nn.Sequential(nn.Linear(pooled_dim, dim), nn.LayerNorm(dim))
+            self.missing_embeddings[name] = nn.Parameter(torch.zeros(dim))
+        self.fusion = FUSION_REGISTRY[config.fusion](len(config.modalities), dim, config)
+        self.head_dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.fusion_hidden_size, config.num_labels)
+        self.aux_heads = (
+            nn.ModuleDict({name: nn.Linear(dim, config.num_labels) for name in config.modalities})
+            if config.aux_loss_weight > 0
+            else None
+        )
+        self._layouts: dict[str, EncoderLayout] = {}
+        self.post_init()
+        self.apply_trainable_layers()
+
+    # ------------------------------------------------------------------ construction and loading
+    @classmethod
+    def from_encoders(
+        cls,
+        encoders: Mapping[str, str | dict[str, Any]],
+        *,
+        trainable_layers: int | str | Mapping[str, int | str] | None = None,
+        encoder_kwargs: dict[str, Any] | None = None,
+        **config_kwargs: Any,
+    ) -> FusionModel:
+        """Load one pretrained encoder per modality and add new pooling, projection, fusion and head layers.
+
+        Args:
+            encoders: modality name -> Hub id / local folder, or a spec dict (``path``, ``kind``, ``pooling``,
+                ``layer``, ``trainable_layers``, ``learning_rate``, ``train_feature_encoder``; ``kind:
+                features`` with ``input_dim``/``hidden_sizes`` for dense vectors, no path needed).
+            trainable_layers: one value for every encoder, or name -> value (overrides the spec):
+                ``0`` frozen, ``k`` top k blocks, ``"all"`` (default).
+            encoder_kwargs: passed to every encoder's ``from_pretrained`` (``attn_implementation``,
+                ``dtype``, ``revision``, ``token``...).
+            config_kwargs: [`FusionConfig`] fields (``fusion``, ``num_labels``, ``projection_dim``...).
+
+        Every pretrained weight is kept bit-for-bit; only the new layers are initialised.
+        """
+        specs: dict[str, dict[str, Any]] = {}
+        models: dict[str, nn.Module] = {}
+        for name, spec in encoders.items():
+            spec = {"path": spec} if isinstance(spec, str) else dict(spec)
+            if isinstance(trainable_layers, Mapping):
+                if name in trainable_layers:
+                    spec["trainable_layers"] = trainable_layers[name]
+            elif trainable_layers is not None:
+                spec["trainable_layers"] = trainable_layers
+            if spec.get("kind") != "features" and spec.get("config") is None:
+                if not spec.get("path"):
+                    raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
+                models[name], spec["kind"] = load_encoder(
+                    name, str(spec["path"]), spec.get("kind"), **(encoder_kwargs or {})
+                )
+                spec["config"] = models[name].config
+            specs[name] = spec
+        unknown_modalities = (
+            set(trainable_layers) - set(encoders) if isinstance(trainable_layers, Mapping) else ()
+        )
+        if unknown_modalities:
+            raise ValueError(f"`trainable_layers` names unknown modalities {sorted(unknown_modalities)}")
+        return cls(FusionConfig(modalities=specs, **config_kwargs), encoders=models)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """Load a saved fusion model; the saved ``trainable_layers`` are re-applied (transformers' loader makes
+        every parameter trainable)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.apply_trainable_layers()
+        return loaded
+
+    def _set_gradient_checkpointing(self, enable: bool = True, *args: Any, **kwargs: Any) -> None:
+        timm_encoders = [e.timm_model for e in self.encoders.values() if hasattr(e, "timm_model")]
+        for timm_model in timm_encoders:
+            timm_model.set_grad_checkpointing(enable)
+        try:
+            super()._set_gradient_checkpointing(enable, *args, **kwargs)
+        except ValueError:
+            if not timm_encoders:
+                raise
+
+    # ------------------------------------------------------------------ freezing
+    def encoder_layout(self, name: str) -> EncoderLayout:
+        """Parameter names of modality ``name``'s encoder grouped into embeddings, blocks, final norm..."""
+        if name not in self._layouts:
+            spec = self.config.modalities[name]
+            encoder = self.encoders[name]
+            if isinstance(encoder, FeatureEncoder):
+                names = [n for n, _ in encoder.named_parameters()]
+                self._layouts[name] = EncoderLayout(blocks=[names])
+            else:
+                self._layouts[name] = encoder_layout(encoder, spec["pooling"], spec["layer"])
+        return self._layouts[name]
+
+    def encoder_blocks(self, name: str) -> list[nn.Module]:
+        """Modality ``name``'s encoder blocks, bottom to top (a block's main module; timm's last block also
+        owns the final norm)."""
+        encoder = self.encoders[name]
+        blocks = []
+        for block in self.encoder_layout(name).blocks:
+            paths = block_module_names(encoder, block)
+            blocks.append(encoder.get_submodule(paths[0]) if paths else encoder)
+        return blocks
+
+    @property
+    def trainable_layers(self) -> dict[str, int | str]:
+        """Current ``trainable_layers`` per modality."""
+        return {name: spec["trainable_layers"] for name, spec in self.config.modalities.items()}
+
+    def set_trainable_layers(self, name: str, value: int | str) -> None:
+        """Change what trains in modality ``name``'s encoder (0 frozen, k top blocks, ``"all"``), now and in
+        the saved config. Frozen modules go to eval mode; unfrozen ones follow ``model.training``."""
+        if name not in self.config.modalities:
+            raise ValueError(f"unknown modality '{name}'; modalities are {self.config.modality_names}")
+        spec = dict(self.config.modalities[name], trainable_layers=value)
+        self.config.modalities[name]["trainable_layers"] = normalize_spec(name, spec)["trainable_layers"]
+        self._apply_trainable(name)
+        self.train(self.training)
+
+    def apply_trainable_layers(self) -> None:
+        """Set ``requires_grad`` on every encoder from the config's ``trainable_layers``."""
+        for name in self.config.modalities:
+            self._apply_trainable(name)
+        self.train(self.training)
+
+    def _apply_trainable(self, name: str) -> None:
+        spec = self.config.modalities[name]
+        try:
+            trainable = self.encoder_layout(name).trainable_names(
+                spec["trainable_layers"], spec["train_feature_encoder"]
+            )
+        except ValueError as error:
+            raise ValueError(f"modality '{name}': {error}") from None
+        for param_name, param in self.encoders[name].named_parameters():
+            param.requires_grad_(param_name in trainable)
+
+    def train(self, mode: bool = True) -> FusionModel:
+        """As ``nn.Module.train``, but encoder parts with no trainable parameter stay in eval mode (no dropout,
+        no BatchNorm statistics drift)."""
+        super().train(mode)
+        if mode:
+            for encoder in self.encoders.values():
+                trainable_prefixes = set()
+                for param_name, param in encoder.named_parameters():
+                    if param.requires_grad:
+                        parts = param_name.split(".")
+                        trainable_prefixes.update(".".join(parts[:i]) for i in range(len(parts)))
+                for module_name, module in encoder.named_modules():
+                    if module_name not in trainable_prefixes and any(True for _ in module.parameters()):
+                        module.eval()
+        return self
+
+    # ------------------------------------------------------------------ inputs
+    def _split_inputs(self, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        names = sorted(self.config.modalities, key=len, reverse=True)
+        batch: dict[str, dict[str, Any]] = {name: {} for name in self.config.modalities}
+        for key, value in inputs.items():
+            if value is None:
+                continue
+            owner = next((n for n in names if key.startswith(n + "_")), None)
+            if owner is None:
+                raise ValueError(
+                    f"unexpected input '{key}': batch keys are '{{modality}}_{{field}}' for modalities "
+                    f"{self.config.modality_names}, plus 'labels'"
+                )
+            batch[owner][key[len(owner) + 1 :]] = value
+        for name, fields in batch.items():
+            kind = self.config.modalities[name]["kind"]
+            required, optional = KIND_FIELDS[kind]
+            allowed = set(required) | set(optional) | {"embeds", "mask"}
+            for field in fields:
+                if field not in allowed:
+                    raise ValueError(
+                        f"modality '{name}' ({kind}): unexpected field '{name}_{field}'; expected "
+                        f"{[f'{name}_{f}' for f in (*required, *optional, 'embeds', 'mask')]}"
+                    )
+            encoder_fields = set(fields) - {"embeds", "mask"}
+            if encoder_fields and "embeds" in fields:
+                raise ValueError(
+                    f"modality '{name}': give either '{name}_embeds' or encoder inputs, not both"
+                )
+            if encoder_fields and not set(required) <= encoder_fields:
+                raise ValueError(
+                    f"modality '{name}' ({kind}): missing field(s) {[f'{name}_{f}' for f in required]}"
+                )
+        return batch
+
+    def _batch_size(self, batch: dict[str, dict[str, Any]], labels: torch.Tensor | None) -> int:
+        size = labels.shape[0] if labels is not None else None
+        for name, fields in batch.items():
+            for field, value in fields.items():
+                if not isinstance(value, torch.Tensor):
+                    raise ValueError(
+                        f"modality '{name}': field '{name}_{field}' must be a torch.Tensor, got {type(value).__name__}"
+                    )
+                if value.dim() == 0:
+                    raise ValueError(f"modality '{name}': field '{name}_{field}' needs a batch dimension")
+                if size is None:
+                    size = value.shape[0]
+                elif value.shape[0] != size:
+                    raise ValueError(
+                        f"modality '{name}': field '{name}_{field}' has batch size {value.shape[0]}, expected {size}"
+                    )
+        if size is None:
+            raise ValueError(f"the batch holds no input for any modality of {self.config.modality_names}")
+        return size
+
+    def _check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
+        spec = self.config.modalities[name]
+        kind = spec["kind"]
+
+        def fail(field: str, expected: str, value: torch.Tensor) -> None:
+            raise ValueError(
+                f"modality '{name}' ({kind}): field '{name}_{field}' must be {expected}, got shape {tuple(value.shape)}"
+            )
+
+        if "embeds" in fields and (
+            fields["embeds"].dim() != 2 or fields["embeds"].shape[1] != self.pooled_dims[name]
+        ):
+            fail("embeds", f"[batch, {self.pooled_dims[name]}] (the pooled encoder output)", fields["embeds"])
+        if "mask" in fields and fields["mask"].dim() != 1:
+            fail("mask", "[batch] booleans (False = modality missing)", fields["mask"])
+        if kind == "image" and "pixel_values" in fields:
+            channels = getattr(spec["config"], "num_channels", None) or 3
+            value = fields["pixel_values"]
+            if value.dim() != 4 or value.shape[1] != channels:
+                fail("pixel_values", f"[batch, {channels}, height, width]", value)
+        elif kind == "audio" and "input_values" in fields:
+            value = fields["input_values"]
+            if value.dim() != 2:
+                fail("input_values", "[batch, samples] (mono waveform)", value)
+        elif kind == "text" and "input_ids" in fields:
+            value = fields["input_ids"]
+            if value.dim() != 2 or value.is_floating_point():
+                fail("input_ids", "[batch, tokens] integer token ids", value)
+        elif kind == "features" and "values" in fields:
+            value = fields["values"]
+            if value.dim() != 2 or value.shape[1] != spec["input_dim"]:
+                fail("values", f"[batch, {spec['input_dim']}] floats", value)
+        for field in ("attention_mask", "token_type_ids"):
+            main = KIND_FIELDS[kind][0][0]
+            if field in fields and main in fields and fields[field].shape != fields[main].shape:
+                fail(field, f"the shape of '{name}_{main}' {tuple(fields[main].shape)}", fields[field])
+        for field in ("input_values", "values", "embeds"):
+            if (
+                field in fields
+                and fields[field].is_floating_point()
+                and not torch.isfinite(fields[field]).all()
+            ):
+                raise ValueError(
+                    f"modality '{name}' ({kind}): field '{name}_{field}' holds NaN or inf values"
+                )
+
+    def _presence(self, name: str, fields: dict[str, torch.Tensor], batch_size: int, device) -> torch.Tensor:
+        has_input = bool(set(fields) - {"mask"})
+        if "mask" not in fields:
+            return torch.full((batch_size,), has_input, dtype=torch.bool, device=device)
+        mask = fields["mask"].to(device=device, dtype=torch.bool)
+        if not has_input and mask.any():
+            raise ValueError(
+                f"modality '{name}': '{name}_mask' marks samples present but the batch has no {name} input"
+            )
+        return mask
+
+    def _drop_modalities(self, masks: torch.Tensor) -> torch.Tensor:
+        """Modality dropout: mask each present modality with probability p, keeping one per sample."""
+        keep = torch.rand(masks.shape, device=masks.device) >= self.config.modality_dropout
+        dropped = masks & keep
+        emptied = masks.any(dim=1) & ~dropped.any(dim=1)
+        if emptied.any():
+            scores = torch.rand(masks.shape, device=masks.device).masked_fill(~masks, -1.0)
+            rescue = nn.functional.one_hot(scores.argmax(dim=1), masks.shape[1]).bool()
+            dropped = dropped | (rescue & emptied.unsqueeze(1))
+        return dropped
+
+    # ------------------------------------------------------------------ encoding
+    def _encoder_dtype(self, name: str) -> torch.dtype | None:
+        param = next(self.encoders[name].parameters(), None)
+        return param.dtype if param is not None else None
+
+    def _run_encoder(self, name: str, fields: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled output ``[n, pooled_dim]`` of modality ``name``'s encoder for these rows."""
+        spec = self.config.modalities[name]
+        encoder = self.encoders[name]
+        dtype = self._encoder_dtype(name)
+        fields = {
+            k: v.to(dtype) if v.is_floating_point() and dtype is not None else v for k, v in fields.items()
+        }
+        if spec["kind"] == "features":
+            return encoder(fields["values"])
+        token_mask = None
+        call_fields = dict(fields)
+        if spec["kind"] == "audio":
+            attention_mask = call_fields.pop("attention_mask", None)
+            if (
+                attention_mask is not None
+                and getattr(spec["config"], "feat_extract_norm", "layer") == "group"
+            ):
+                if not bool(attention_mask.all()):
+                    return self._run_unpadded_audio(name, fields["input_values"], attention_mask)
+                attention_mask = None
+            if attention_mask is not None:
+                call_fields["attention_mask"] = attention_mask
+        outputs = encoder(**call_fields, output_hidden_states=spec["layer"] is not None, return_dict=True)
+        hidden = outputs.last_hidden_state if spec["layer"] is None else outputs.hidden_states[spec["layer"]]
+        if hidden.dim() == 4:  # CNN feature map [B, C, H, W] -> tokens [B, H*W, C]
+            hidden = hidden.flatten(2).transpose(1, 2)
+        if spec["kind"] == "text" and "attention_mask" in fields:
+            token_mask = fields["attention_mask"].bool()
+        elif spec["kind"] == "audio" and "attention_mask" in call_fields:
+            token_mask = encoder._get_feature_vector_attention_mask(
+                hidden.shape[1], call_fields["attention_mask"]
+            ).bool()
+        return self.poolers[name](hidden, token_mask, getattr(outputs, "pooler_output", None))
+
+    def _run_unpadded_audio(
+        self, name: str, values: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Group-norm wav2vec2 encoders (the ``base`` checkpoints) normalise over the whole padded waveform, so
+        padding changes the result; encode each distinct length unpadded to stay exactly batch-invariant."""
+        lengths = attention_mask.long().sum(dim=1)
+        pooled = None
+        for length in lengths.unique().tolist():
+            rows = (lengths == length).nonzero().squeeze(1)
+            out = self._run_encoder(name, {"input_values": values[rows, :length]})
+            if pooled is None:
+                pooled = out.new_zeros(values.shape[0], out.shape[1])
+            pooled = pooled.index_copy(0, rows, out)
+        return pooled
+
+    def _pooled(
+        self, name: str, fields: dict[str, torch.Tensor], present: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Pooled vectors ``[n_present, pooled_dim]`` for the present rows, or ``None`` when none is present."""
+        if not bool(present.any()):
+            return None
+        if "embeds" in fields:
+            return fields["embeds"][present]
+        inputs = {k: v for k, v in fields.items() if k != "mask"}
+        if not bool(present.all()):
+            inputs = {k: v[present] for k, v in inputs.items()}
+        encoder = self.encoders[name]
+        frozen = not any(p.requires_grad for p in encoder.parameters())
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            return self._run_encoder(name, inputs)
+
+    def _prepare(self, inputs: dict[str, Any], labels: torch.Tensor | None):
+        batch = self._split_inputs(inputs)
+        batch_size = self._batch_size(batch, labels)
+        device = self.classifier.weight.device
+        for name, fields in batch.items():
+            self._check_fields(name, fields)
+        masks = torch.stack(
+            [self._presence(name, batch[name], batch_size, device) for name in self.config.modalities], dim=1
+        )
+        return batch, batch_size, masks
+
+    def get_modality_embeddings(self, **inputs: Any) -> dict[str, torch.Tensor]:
+        """Pooled encoder output per modality in the batch, ``name -> [B, pooled_dim]`` (before projection;
+        what ``{name}_embeds`` takes). Rows whose ``{name}_mask`` is False are zeros."""
+        batch, batch_size, masks = self._prepare(inputs, None)
+        result = {}
+        for i, name in enumerate(self.config.modalities):
+            if not set(batch[name]) - {"mask"}:
+                continue
+            pooled = self._pooled(name, batch[name], masks[:, i])
+            full = torch.zeros(batch_size, self.pooled_dims[name], device=masks.device)
+            if pooled is not None:
+                full = full.to(pooled.dtype).index_copy(0, masks[:, i].nonzero().squeeze(1), pooled)
+            result[name] = full
+        return result
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, labels: torch.Tensor | None = None, return_dict: bool | None = None, **inputs: Any
+    ) -> FusionModelOutput | tuple:
+        batch, batch_size, masks = self._prepare(inputs, labels)
+        if self.training and self.config.modality_dropout > 0:
+            masks = self._drop_modalities(masks)
+        projected: dict[str, torch.Tensor] = {}
+        for i, name in enumerate(self.config.modalities):
+            present = masks[:, i]
+            pooled = self._pooled(name, batch[name], present)
+            placeholder = self.missing_embeddings[name].unsqueeze(0).expand(batch_size, -1)
+            if pooled is None:
+                projected[name] = placeholder
+                continue
+            vectors = self.projections[name](pooled)
+            scattered = vectors.new_zeros(batch_size, vectors.shape[1]).index_copy(
+                0, present.nonzero().squeeze(1), vectors
+            )
+            projected[name] = torch.where(present.unsqueeze(1), scattered, placeholder.to(vectors.dtype))
+        dtype = functools.reduce(torch.promote_types, [v.dtype for v in projected.values()])
+        embeddings = torch.stack([projected[name].to(dtype) for name in self.config.modalities], dim=1)
+        fused = self.fusion(embeddings, masks)
+        logits = self.classifier(self.head_dropout(fused.fused))
+        aux_logits = (
+            {name: head(projected[name]) for name, head in self.aux_heads.items()}
+            if self.aux_heads is not None
+            else None
+        )
+        loss, aux_losses = None, None
+        if labels is not None:
+            problem_type = problem_type_for(self.config, labels)
+            loss = classification_loss(logits, labels, problem_type)
+            if aux_logits is not None and self.config.aux_loss_weight > 0:
+                aux_losses = {
+                    name: classification_loss(
+                        aux_logits[name][masks[:, i]], labels[masks[:, i]], problem_type
+                    )
+                    for i, name in enumerate(self.config.modalities)
+                    if bool(masks[:, i].any())
+                }
+                if aux_losses:
+                    loss = loss + self.config.aux_loss_weight * torch.stack(list(aux_losses.values())).mean()
+        output = FusionModelOutput(
+            loss=loss,
+            logits=logits,
+            fused_embedding=fused.fused,
+            modality_embeddings=projected,
+            aux_logits=aux_logits,
+            modality_weights=fused.weights,
+            aux_losses=aux_losses,
+            modality_mask=masks,
+        )
+        return output if return_dict is not False else output.to_tuple()

@@ -1,0 +1,88 @@
+"""Pooling of an encoder's token sequence into one vector per sample, in a name -> class registry.
+
+Every pooling takes ``hidden`` ``[B, T, D]``, an optional token ``mask`` ``[B, T]`` (True = real token) and
+the encoder's own ``pooler_output`` ``[B, D]`` when it has one, and returns ``[B, D]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+POOLING_REGISTRY: dict[str, type[nn.Module]] = {}
+
+
+def register_pooling(name: str):
+    """Class decorator adding a pooling module to ``POOLING_REGISTRY`` under ``name``."""
+
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        POOLING_REGISTRY[name] = cls
+        cls.pooling_name = name
+        return cls
+
+    return wrap
+
+
+@register_pooling("cls")
+class ClsPooling(nn.Module):
+    """The first token (``[CLS]`` in BERT, the class token in ViT)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor | None = None, pooler_output=None
+    ) -> torch.Tensor:
+        return hidden[:, 0]
+
+
+@register_pooling("mean")
+class MeanPooling(nn.Module):
+    """Mean over real tokens; padding positions (``mask`` False) are excluded."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor | None = None, pooler_output=None
+    ) -> torch.Tensor:
+        if mask is None:
+            return hidden.mean(dim=1)
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+
+@register_pooling("pooler")
+class EncoderPooling(nn.Module):
+    """The encoder's own pooled output (BERT's pooler, timm's global pool + head norm, ConvNeXt's pooled norm)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor | None = None, pooler_output=None
+    ) -> torch.Tensor:
+        if pooler_output is None:
+            raise ValueError(
+                "pooling 'pooler' needs an encoder that returns `pooler_output`; use 'cls' or 'mean'"
+            )
+        return pooler_output.flatten(1)
+
+
+@register_pooling("attention")
+class AttentionPooling(nn.Module):
+    """A learned query attends over the tokens (masked), a light-weight alternative to CLS fine-tuning."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(hidden_size))
+        self.key = nn.Linear(hidden_size, hidden_size)
+
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor | None = None, pooler_output=None
+    ) -> torch.Tensor:
+        scores = self.key(hidden) @ self.query.to(hidden.dtype) / hidden.shape[-1] ** 0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = scores.softmax(dim=-1)
+        return (weights.unsqueeze(-1) * hidden).sum(dim=1)
