@@ -1,12 +1,17 @@
 import os
+import tempfile
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Before transformers/huggingface_hub are imported: offline, and a private Hub cache that tests fill with tiny
+# encoders in the Hub's layout so repo ids ("tiny-org/vit") load through the real Hub code path.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_CACHE"] = HUB_CACHE = tempfile.mkdtemp(prefix="hub-cache-")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf-home-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tiny_encoders import make_bert, make_timm, make_vit, make_wav2vec2  # noqa: E402
+from tiny_encoders import make_bert, make_timm, make_vit, make_wav2vec2, write_hub_cache  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -25,8 +30,20 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_paths(tiny_dir):
+    """The default three modalities as local folders."""
     return {
         "image": str(tiny_dir / "vit"),
         "audio": str(tiny_dir / "wav2vec2"),
         "text": str(tiny_dir / "bert"),
     }
+
+
+@pytest.fixture(scope="session")
+def hub_ids(tiny_dir):
+    """The tiny encoders as Hub repo ids ``tiny-org/{vit,wav2vec2,wav2vec2_group,bert,timm}`` in the offline
+    Hub cache (``HF_HUB_CACHE``)."""
+    ids = {}
+    for name in ("vit", "wav2vec2", "wav2vec2_group", "bert", "timm"):
+        ids[name] = f"tiny-org/{name.replace('_', '-')}"
+        write_hub_cache(HUB_CACHE, ids[name], tiny_dir / name)
+    return ids

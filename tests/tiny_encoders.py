@@ -111,3 +111,50 @@ def write_hub_cache(cache_dir: Path, repo_id: str, source: Path) -> None:
             shutil.copy2(file, snapshot / file.name)
     (repo_dir / "refs").mkdir(exist_ok=True)
     (repo_dir / "refs" / "main").write_text(commit)
+
+
+def random_batch(
+    batch_size: int = 3,
+    audio_lengths: list[int] | None = None,
+    text_lengths: list[int] | None = None,
+    seed: int = 0,
+    modalities: tuple[str, ...] = ("image", "audio", "text"),
+) -> dict[str, torch.Tensor]:
+    """A padded model batch for the default image/audio/text modalities (tiny encoder sizes)."""
+    generator = torch.Generator().manual_seed(seed)
+    audio_lengths = audio_lengths or [1600] * batch_size
+    text_lengths = text_lengths or [7] * batch_size
+    batch: dict[str, torch.Tensor] = {}
+    if "image" in modalities:
+        batch["image_pixel_values"] = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+    if "audio" in modalities:
+        audio = torch.zeros(batch_size, max(audio_lengths))
+        audio_mask = torch.zeros(batch_size, max(audio_lengths), dtype=torch.long)
+        for i, length in enumerate(audio_lengths):
+            audio[i, :length] = torch.randn(length, generator=generator)
+            audio_mask[i, :length] = 1
+        batch["audio_input_values"], batch["audio_attention_mask"] = audio, audio_mask
+    if "text" in modalities:
+        ids = torch.zeros(batch_size, max(text_lengths), dtype=torch.long)
+        text_mask = torch.zeros_like(ids)
+        for i, length in enumerate(text_lengths):
+            ids[i, :length] = torch.randint(5, 29, (length,), generator=generator)
+            ids[i, 0] = 2
+            text_mask[i, :length] = 1
+        batch["text_input_ids"], batch["text_attention_mask"] = ids, text_mask
+    return batch
+
+
+def select_rows(
+    batch: dict[str, torch.Tensor], rows: list[int], trim: bool = True
+) -> dict[str, torch.Tensor]:
+    """Rows of a batch; with ``trim`` the audio/text padding beyond the longest kept row is cut off."""
+    out = {k: v[rows] for k, v in batch.items()}
+    if trim:
+        for prefix, main in (("audio", "input_values"), ("text", "input_ids")):
+            mask_key = f"{prefix}_attention_mask"
+            if mask_key in out:
+                length = int(out[mask_key].sum(dim=1).max())
+                out[f"{prefix}_{main}"] = out[f"{prefix}_{main}"][:, :length]
+                out[mask_key] = out[mask_key][:, :length]
+    return out

@@ -90,7 +90,12 @@ def load_encoder(name: str, path: str, kind: str | None = None, **kwargs: Any) -
     loads only the tower matching ``kind``. Returns ``(model, kind)``.
     """
     hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
-    config = AutoConfig.from_pretrained(path, **hub_kwargs)
+    try:
+        config = AutoConfig.from_pretrained(path, **hub_kwargs)
+    except OSError as error:
+        raise OSError(f"modality '{name}': cannot load the encoder config from '{path}': {error}") from error
+    except ValueError as error:
+        raise ValueError(f"modality '{name}': '{path}' is not a usable encoder: {error}") from error
     if config.model_type == "timm_wrapper" and isinstance(getattr(config, "model_args", None), dict):
         config.model_args.pop("num_classes", None)  # timm's save_for_hf writes it; the wrapper passes its own
     kind = kind or infer_kind(name, config)
@@ -261,6 +266,11 @@ class FusionModel(FusionPreTrainedModel):
         every parameter trainable)."""
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
+        dtype = kwargs.get("dtype")
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+        if isinstance(dtype, torch.dtype) and any(p.dtype != dtype for p in model.parameters()):
+            # Weights that went through transformers' key renaming (ViT's legacy names) keep the file's dtype.
+            model.to(dtype)
         model.apply_trainable_layers()
         return loaded
 
@@ -381,7 +391,7 @@ class FusionModel(FusionPreTrainedModel):
         return batch
 
     def _batch_size(self, batch: dict[str, dict[str, Any]], labels: torch.Tensor | None) -> int:
-        size = labels.shape[0] if labels is not None else None
+        sizes = {"labels": labels.shape[0]} if labels is not None else {}
         for name, fields in batch.items():
             for field, value in fields.items():
                 if not isinstance(value, torch.Tensor):
@@ -390,15 +400,12 @@ class FusionModel(FusionPreTrainedModel):
                     )
                 if value.dim() == 0:
                     raise ValueError(f"modality '{name}': field '{name}_{field}' needs a batch dimension")
-                if size is None:
-                    size = value.shape[0]
-                elif value.shape[0] != size:
-                    raise ValueError(
-                        f"modality '{name}': field '{name}_{field}' has batch size {value.shape[0]}, expected {size}"
-                    )
-        if size is None:
+                sizes[f"{name}_{field}"] = value.shape[0]
+        if not sizes or set(sizes) == {"labels"}:
             raise ValueError(f"the batch holds no input for any modality of {self.config.modality_names}")
-        return size
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"inconsistent batch sizes (field: size): {sizes}")
+        return next(iter(sizes.values()))
 
     def _check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
         spec = self.config.modalities[name]
