@@ -1,12 +1,16 @@
 """multimodal-fusion: merge pretrained image, audio, text and feature encoders into one Hugging Face model."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoProcessor
 
+from .bad_samples import BadSampleError
 from .configuration_fusion import MODALITY_KINDS, FusionConfig
+from .data_collator import FusionDataCollator, labels_to_tensor
+from .data_loading import LoadedDataset, add_length_column, encode_labels, load_fusion_dataset
 from .encoder_layout import EncoderLayout
 from .fusion_layers import FUSION_REGISTRY, FusionOutput, register_fusion
 from .modeling_fusion import FusionModel, FusionModelOutput, FusionPreTrainedModel, load_encoder
 from .pooling_layers import POOLING_REGISTRY, register_pooling
+from .processing_fusion import FusionProcessor
 
 __version__ = "0.1.0"
 
@@ -14,17 +18,26 @@ AutoConfig.register(FusionConfig.model_type, FusionConfig, exist_ok=True)
 AutoModel.register(FusionConfig, FusionModel, exist_ok=True)
 FusionConfig.register_for_auto_class()
 FusionModel.register_for_auto_class("AutoModel")
+AutoProcessor.register(FusionConfig, FusionProcessor, exist_ok=True)
 
 __all__ = [
     "FUSION_REGISTRY",
     "MODALITY_KINDS",
     "POOLING_REGISTRY",
+    "BadSampleError",
     "EncoderLayout",
     "FusionConfig",
+    "FusionDataCollator",
     "FusionModel",
     "FusionModelOutput",
     "FusionOutput",
     "FusionPreTrainedModel",
+    "FusionProcessor",
+    "LoadedDataset",
+    "add_length_column",
+    "encode_labels",
+    "labels_to_tensor",
+    "load_fusion_dataset",
     "load_encoder",
     "register_fusion",
     "register_pooling",

@@ -1,0 +1,211 @@
+"""FusionDataCollator: raw dataset rows -> one model batch, inside the DataLoader (worker processes).
+
+Decoding (files, resampling) happens here, on the fly and per batch, so a dataset of file paths never has to be
+decoded up front and the work spreads over ``dataloader_num_workers``. The collator is picklable (workers
+receive a copy); its skip counter is shared with the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import BatchFeature
+
+from .bad_samples import BadSampleError, SkipCounter
+from .processing_fusion import FusionProcessor
+
+logger = logging.getLogger(__name__)
+
+ROW_INDEX_COLUMN = "row_index"
+"""Column holding each row's position in its source split (added by ``load_fusion_dataset``); errors and skip
+logs name it, since shuffling hides a row's position."""
+
+
+def labels_to_tensor(labels: Sequence[Any], rows: Sequence[Any] | None = None) -> torch.Tensor:
+    """Labels of one batch as the model's loss expects them: integers -> ``long`` ``[B]`` (single-label
+    classification), floats -> ``float`` ``[B]`` (regression), multi-hot lists -> ``float`` ``[B, num_labels]``
+    (multi-label). ``rows`` name the samples in errors."""
+    rows = list(rows) if rows is not None else list(range(len(labels)))
+    values = []
+    for row, label in zip(rows, labels, strict=True):
+        where = row if isinstance(row, str) else f"row {row}"
+        if isinstance(label, (torch.Tensor, np.ndarray)):
+            label = label.tolist()
+        elif isinstance(label, np.generic):
+            label = label.item()
+        if label is None:
+            raise ValueError(f"{where}: label is missing (None); every training sample needs a label")
+        if isinstance(label, str):
+            raise ValueError(
+                f"{where}: label {label!r} is a string; encode labels as class ids (load_fusion_dataset casts the "
+                "label column to ClassLabel)"
+            )
+        if isinstance(label, (list, tuple)):
+            if not all(isinstance(v, numbers.Real) for v in label):
+                raise ValueError(
+                    f"{where}: multi-label label must be a list of numbers (multi-hot), got {label!r}"
+                )
+        elif not isinstance(label, numbers.Real):
+            raise ValueError(
+                f"{where}: label of type {type(label).__name__}; expected an int, a float or a multi-hot list"
+            )
+        values.append(label)
+    if any(isinstance(v, (list, tuple)) for v in values):
+        if not all(isinstance(v, (list, tuple)) for v in values) or len({len(v) for v in values}) != 1:
+            raise ValueError("multi-label labels must all be multi-hot lists of the same length")
+        return torch.tensor(values, dtype=torch.float32)
+    if all(isinstance(v, numbers.Integral) for v in values):
+        return torch.tensor([int(v) for v in values], dtype=torch.long)
+    return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+
+class FusionDataCollator:
+    """Applies a [`FusionProcessor`] to raw dataset rows and carries their labels, for ``Trainer``'s
+    ``data_collator`` (use ``remove_unused_columns=False`` so the raw columns reach it).
+
+    Args:
+        processor: the processor of the model's modalities.
+        columns: dataset column -> modality name (default: each modality reads the column of its own name).
+            Modalities with no column are left out of the batch (missing for every sample).
+        label_column: column with the labels (``None``: no labels, e.g. for prediction); rows without it, or
+            without ``"labels"``, give a batch without labels.
+        sampling_rate: rate of raw audio arrays that carry none (one number or modality -> number).
+        skip_bad_samples: drop unusable samples (missing/corrupt file, empty or non-finite audio, non-string
+            text...) instead of raising; each is logged once with its row, column and file, and counted in
+            ``num_skipped`` (shared with DataLoader workers).
+        row_column: column naming each row in errors (default ``row_index``, added by ``load_fusion_dataset``);
+            without it the position in the batch is named.
+    """
+
+    def __init__(
+        self,
+        processor: FusionProcessor,
+        columns: Mapping[str, str] | None = None,
+        *,
+        label_column: str | None = "label",
+        sampling_rate: int | Mapping[str, int] | None = None,
+        skip_bad_samples: bool = False,
+        row_column: str | None = ROW_INDEX_COLUMN,
+        return_tensors: str = "pt",
+    ):
+        if not isinstance(processor, FusionProcessor):
+            raise TypeError(f"`processor` must be a FusionProcessor, got {type(processor).__name__}")
+        columns = dict(columns) if columns is not None else {name: name for name in processor.modality_names}
+        unknown = {column: name for column, name in columns.items() if name not in processor.modalities}
+        if unknown:
+            raise ValueError(
+                f"`columns` maps {unknown} to unknown modalities; the processor's modalities are "
+                f"{processor.modality_names}"
+            )
+        taken: dict[str, str] = {}
+        for column, name in columns.items():
+            if name in taken:
+                raise ValueError(
+                    f"modality '{name}' is read from two columns, '{taken[name]}' and '{column}'"
+                )
+            taken[name] = column
+        self.processor = processor
+        self.columns = columns
+        self.label_column = label_column
+        self.sampling_rate = sampling_rate
+        self.skip_bad_samples = skip_bad_samples
+        self.row_column = row_column
+        self.return_tensors = return_tensors
+        self.skip_counter = SkipCounter()
+        self.skipped_samples: list[dict[str, Any]] = []
+        """Skipped samples seen by *this* process (row, column, modality, file, reason); with DataLoader
+        workers they are logged there, while ``num_skipped`` counts all of them."""
+
+    @property
+    def num_skipped(self) -> int:
+        """Samples dropped so far by this collator and its DataLoader workers."""
+        return self.skip_counter.value
+
+    def reset_skip_count(self) -> None:
+        """Start counting skipped samples from zero again."""
+        self.skip_counter.reset()
+        self.skipped_samples.clear()
+
+    def _row_name(self, row: Mapping[str, Any], position: int) -> Any:
+        if self.row_column is not None and row.get(self.row_column) is not None:
+            return row[self.row_column]
+        return f"batch position {position}"
+
+    def _skip(self, error: BadSampleError) -> None:
+        self.skip_counter.increment()
+        record = {
+            "row": error.row,
+            "column": error.column,
+            "modality": error.modality,
+            "path": error.path,
+            "reason": error.reason,
+        }
+        if record not in self.skipped_samples:  # log each bad sample once per process, not every epoch
+            self.skipped_samples.append(record)
+            logger.warning("skipping %s", error)
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> BatchFeature:
+        """Decode and batch ``features`` (a list of dataset rows)."""
+        if not features:
+            raise ValueError("the collator got an empty list of rows")
+        decoded: dict[str, list[Any]] = {name: [] for name in self.columns.values()}
+        labels, rows, bad = [], [], []
+        for position, row in enumerate(features):
+            row_name = self._row_name(row, position)
+            sample: dict[str, Any] = {}
+            try:
+                for column, name in self.columns.items():
+                    if column not in row:
+                        raise KeyError(
+                            f"column '{column}' (modality '{name}') is not in the dataset row (columns: "
+                            f"{sorted(row)}); pass `remove_unused_columns=False` to TrainingArguments so raw "
+                            "columns reach the collator"
+                        )
+                    value = row[column]
+                    try:
+                        sample[name] = (
+                            None if value is None else self.processor.decode(name, value, self.sampling_rate)
+                        )
+                    except BadSampleError as error:
+                        raise error.locate(column=column, row=row_name) from error.__cause__
+            except BadSampleError as error:
+                if not self.skip_bad_samples:
+                    raise
+                self._skip(error)
+                bad.append(str(error))
+                continue
+            for name, value in sample.items():
+                decoded[name].append(value)
+            rows.append(row_name)
+            label_key = self._label_key(row)
+            if label_key is not None:
+                labels.append(row[label_key])
+        if not rows:
+            raise ValueError(
+                f"every sample of this batch was bad ({len(bad)} skipped): " + "; ".join(bad[:5])
+            )
+        batch = self.processor.process_decoded(decoded, return_tensors=self.return_tensors)
+        if labels:
+            if len(labels) != len(rows):
+                raise ValueError(f"some rows of this batch have labels and some do not (rows {rows})")
+            tensor = labels_to_tensor(labels, rows)
+            batch["labels"] = tensor.numpy() if self.return_tensors == "np" else tensor
+        return batch
+
+    def _label_key(self, row: Mapping[str, Any]) -> str | None:
+        if self.label_column is None:
+            return None
+        if self.label_column in row:
+            return self.label_column
+        return "labels" if "labels" in row else None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(columns={self.columns}, label_column={self.label_column!r}, "
+            f"skip_bad_samples={self.skip_bad_samples}, num_skipped={self.num_skipped})"
+        )

@@ -1,0 +1,375 @@
+"""Dataset loading for training: a Hub dataset, csv/jsonl/parquet files whose columns hold file paths, or a
+``save_to_disk`` folder -> a ``DatasetDict`` of raw rows for [`FusionDataCollator`].
+
+What it does on top of ``datasets.load_dataset``:
+
+- relative media paths in local data files are resolved against *that file's* folder (``datasets`` resolves
+  them against the working directory);
+- ``Image``/``Audio`` columns are cast to ``decode=False``, so decoding happens in the collator (soundfile, no
+  torchcodec needed; a bad file is one bad sample, not a failed batch);
+- the label column becomes a ``ClassLabel`` with the same names in every split (``id2label``/``label2id``);
+- a ``length`` column (audio duration from the file header, or text length in characters) for length-grouped
+  batching without decoding every row, and a ``row_index`` column that errors name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+from datasets import ClassLabel, Dataset, DatasetDict, Value
+
+from .audio_decoding import audio_file_duration
+from .bad_samples import BadSampleError
+from .configuration_fusion import MODALITY_KINDS
+from .data_collator import ROW_INDEX_COLUMN
+from .processing_fusion import FusionProcessor
+
+logger = logging.getLogger(__name__)
+
+DATA_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+"""File suffix -> ``datasets`` builder for local data files."""
+
+LENGTH_COLUMN = "length"
+
+
+@dataclass
+class LoadedDataset:
+    """What [`load_fusion_dataset`] returns.
+
+    Attributes:
+        dataset: the splits, raw rows (file paths / undecoded media, labels as class ids).
+        columns: column -> modality, as given.
+        label_column: the label column (``None`` without labels).
+        id2label / label2id: class names for the model config (``None`` for regression).
+        num_labels: classes (single- or multi-label), or 1 for regression.
+        problem_type: ``single_label_classification`` | ``multi_label_classification`` | ``regression``.
+        length_column: the added length column, or ``None``.
+    """
+
+    dataset: DatasetDict
+    columns: dict[str, str]
+    label_column: str | None = None
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    num_labels: int | None = None
+    problem_type: str | None = None
+    length_column: str | None = None
+
+
+def _kinds(columns: Mapping[str, str], kinds: Mapping[str, str] | FusionProcessor | None) -> dict[str, str]:
+    """modality -> kind for the modalities in ``columns``."""
+    out = {}
+    for column, name in columns.items():
+        if isinstance(kinds, FusionProcessor):
+            kind = kinds.modalities[name]["kind"] if name in kinds.modalities else None
+        elif kinds is not None:
+            kind = kinds.get(name)
+        else:
+            kind = name if name in MODALITY_KINDS else None
+        if kind not in MODALITY_KINDS:
+            raise ValueError(
+                f"column '{column}': cannot tell the kind of modality '{name}'; pass `kinds` (a FusionProcessor "
+                f"or modality -> one of {MODALITY_KINDS})"
+            )
+        out[name] = kind
+    return out
+
+
+def _is_save_to_disk_folder(path: str) -> bool:
+    return os.path.isdir(path) and any(
+        os.path.isfile(os.path.join(path, f)) for f in ("dataset_dict.json", "state.json")
+    )
+
+
+def _resolve_paths(batch: dict[str, list], columns: Sequence[str], base: str) -> dict[str, list]:
+    for column in columns:
+        values = batch[column]
+        batch[column] = [
+            os.path.normpath(os.path.join(base, v))
+            if isinstance(v, str) and v and "://" not in v and not os.path.isabs(v)
+            else v
+            for v in values
+        ]
+    return batch
+
+
+def _load_file(file: str, media_columns: Sequence[str], load_kwargs: dict[str, Any]) -> Dataset:
+    suffix = os.path.splitext(file)[1].lower()
+    if suffix not in DATA_FILE_BUILDERS:
+        raise ValueError(
+            f"data file '{file}': unsupported suffix '{suffix}'; expected one of {sorted(DATA_FILE_BUILDERS)}"
+        )
+    kwargs = dict(load_kwargs)
+    if suffix == ".tsv":
+        kwargs.setdefault("delimiter", "\t")
+    dataset = datasets.load_dataset(DATA_FILE_BUILDERS[suffix], data_files=file, split="train", **kwargs)
+    present = [c for c in media_columns if c in dataset.column_names]
+    string_columns = [
+        c for c in present if isinstance(dataset.features[c], Value) and "string" in dataset.features[c].dtype
+    ]
+    if string_columns:
+        base = os.path.dirname(os.path.abspath(file))
+        dataset = dataset.map(
+            _resolve_paths,
+            batched=True,
+            fn_kwargs={"columns": string_columns, "base": base},
+            desc=f"resolving paths against {base}",
+        )
+    return dataset
+
+
+def _load_raw(
+    source: str | os.PathLike | Sequence[str] | Mapping[str, Any],
+    media_columns: Sequence[str],
+    split: str | None,
+    load_kwargs: dict[str, Any],
+) -> DatasetDict:
+    if isinstance(source, Mapping) or (isinstance(source, Sequence) and not isinstance(source, str)):
+        files = dict(source) if isinstance(source, Mapping) else {"train": list(source)}
+    else:
+        path = os.fspath(source)
+        if _is_save_to_disk_folder(path):
+            loaded = datasets.load_from_disk(path)
+            loaded = loaded if isinstance(loaded, DatasetDict) else DatasetDict({split or "train": loaded})
+            return DatasetDict({split: loaded[split]}) if split else loaded
+        if os.path.isfile(path):
+            files = {"train": [path]}
+        elif os.path.isdir(path):  # a local dataset folder (data files + optional README/metadata)
+            loaded = datasets.load_dataset(path, **load_kwargs)
+            return _resolve_folder_paths(loaded, media_columns, path, split)
+        else:  # a Hub dataset
+            loaded = datasets.load_dataset(path, split=split, **load_kwargs)
+            return loaded if isinstance(loaded, DatasetDict) else DatasetDict({split or "train": loaded})
+    splits = {}
+    for name, split_files in files.items():
+        split_files = [split_files] if isinstance(split_files, (str, os.PathLike)) else list(split_files)
+        if not split_files:
+            raise ValueError(f"split '{name}' has no data files")
+        parts = [_load_file(os.fspath(f), media_columns, load_kwargs) for f in split_files]
+        splits[name] = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    if split is not None:
+        if split not in splits:
+            raise ValueError(f"split '{split}' not among the data files' splits {sorted(splits)}")
+        splits = {split: splits[split]}
+    return DatasetDict(splits)
+
+
+def _resolve_folder_paths(
+    loaded: DatasetDict, media_columns: Sequence[str], folder: str, split: str | None
+) -> DatasetDict:
+    base = os.path.abspath(folder)
+    out = {}
+    for name, dataset in loaded.items():
+        if split is not None and name != split:
+            continue
+        columns = [
+            c
+            for c in media_columns
+            if c in dataset.column_names
+            and isinstance(dataset.features[c], Value)
+            and "string" in dataset.features[c].dtype
+        ]
+        if columns:
+            dataset = dataset.map(_resolve_paths, batched=True, fn_kwargs={"columns": columns, "base": base})
+        out[name] = dataset
+    return DatasetDict(out)
+
+
+def _undecoded_media(dataset: DatasetDict) -> DatasetDict:
+    """Cast ``Image``/``Audio`` columns to ``decode=False``: rows then hold ``{"bytes", "path"}`` and the
+    collator decodes them (per sample, with bad-sample handling, without torchcodec)."""
+    for name, split in dataset.items():
+        for column, feature in split.features.items():
+            if isinstance(feature, (datasets.Image, datasets.Audio)) and feature.decode:
+                split = split.cast_column(column, type(feature)(decode=False))
+        dataset[name] = split
+    return dataset
+
+
+def encode_labels(
+    dataset: DatasetDict, label_column: str, label_names: Sequence[str] | None = None
+) -> tuple[DatasetDict, dict[int, str] | None, str, int]:
+    """Make ``label_column`` model-ready in every split; returns ``(dataset, id2label, problem_type, num_labels)``.
+
+    Strings and integers become a ``ClassLabel`` whose names are the same in every split (``label_names``, else
+    the sorted string values, else ``"0".."max"``); a ``ClassLabel`` is kept; floats mean regression; lists
+    (multi-hot) mean multi-label classification.
+    """
+    first = next(iter(dataset.values()))
+    feature = first.features[label_column]
+    if isinstance(feature, ClassLabel):
+        names = list(feature.names)
+        return dataset, dict(enumerate(names)), "single_label_classification", len(names)
+    if isinstance(feature, (datasets.List, datasets.Sequence, datasets.LargeList)):
+        lengths = {len(v) for split in dataset.values() for v in split[label_column] if v is not None}
+        if len(lengths) != 1:
+            raise ValueError(
+                f"label column '{label_column}': multi-label labels must be multi-hot lists of one length, got "
+                f"lengths {sorted(lengths)}"
+            )
+        size = lengths.pop()
+        names = list(label_names) if label_names is not None else [str(i) for i in range(size)]
+        if len(names) != size:
+            raise ValueError(
+                f"label column '{label_column}': {len(names)} label_names for multi-hot lists of {size}"
+            )
+        return dataset, dict(enumerate(names)), "multi_label_classification", size
+    if not isinstance(feature, Value):
+        raise ValueError(
+            f"label column '{label_column}' has feature {feature}; expected strings, ints, floats or lists"
+        )
+    if feature.dtype.startswith("float"):
+        return dataset, None, "regression", 1
+    values = {v for split in dataset.values() for v in split.unique(label_column) if v is not None}
+    if "string" in feature.dtype:
+        names = list(label_names) if label_names is not None else sorted(values)
+        unknown = values - set(names)
+    elif feature.dtype.startswith(("int", "uint", "bool")):
+        values = {int(v) for v in values}
+        names = (
+            list(label_names)
+            if label_names is not None
+            else [str(i) for i in range(max(values, default=0) + 1)]
+        )
+        unknown = {v for v in values if not 0 <= v < len(names)}
+    else:
+        raise ValueError(
+            f"label column '{label_column}' has dtype {feature.dtype}; expected strings, ints or floats"
+        )
+    if unknown:
+        raise ValueError(
+            f"label column '{label_column}': values {sorted(unknown, key=str)[:10]} are not among the label names "
+            f"{names[:20]}"
+        )
+    class_label = ClassLabel(names=names)
+    for name, split in dataset.items():
+        dataset[name] = split.cast_column(label_column, class_label)
+    return dataset, dict(enumerate(names)), "single_label_classification", len(names)
+
+
+def _length_of(value: Any, kind: str) -> float:
+    if value is None:
+        return 0.0
+    if kind == "text":
+        return float(len(value)) if isinstance(value, str) else 0.0
+    if isinstance(value, Mapping):
+        if value.get("array") is not None and value.get("sampling_rate"):
+            return len(value["array"]) / float(value["sampling_rate"])
+        value = value.get("bytes") if value.get("bytes") is not None else value.get("path")
+        if value is None:
+            return 0.0
+    if isinstance(value, (str, os.PathLike, bytes)):
+        return audio_file_duration(value)
+    return 0.0
+
+
+def _lengths(batch: dict[str, list], column: str, kind: str, output: str) -> dict[str, list]:
+    lengths, unreadable = [], 0
+    for value in batch[column]:
+        try:
+            lengths.append(_length_of(value, kind))
+        except BadSampleError:
+            lengths.append(0.0)  # the collator reports (or skips) the bad file when the row is used
+            unreadable += 1
+    if unreadable:
+        logger.warning(
+            "%d rows of column '%s' have unreadable audio headers; their length is 0", unreadable, column
+        )
+    batch[output] = lengths
+    return batch
+
+
+def add_length_column(
+    dataset: DatasetDict | Dataset,
+    column: str,
+    kind: str,
+    *,
+    output_column: str = LENGTH_COLUMN,
+    num_proc: int | None = None,
+) -> DatasetDict | Dataset:
+    """Add ``output_column`` with each row's length for length-grouped batching, read without decoding: audio
+    duration in seconds from the file header (soundfile), or text length in characters."""
+    if kind not in ("audio", "text"):
+        raise ValueError(f"length column: kind '{kind}' has no length; use an audio or a text column")
+    return dataset.map(
+        _lengths,
+        batched=True,
+        num_proc=num_proc,
+        fn_kwargs={"column": column, "kind": kind, "output": output_column},
+        desc=f"reading lengths of '{column}'",
+    )
+
+
+def load_fusion_dataset(
+    source: str | os.PathLike | Sequence[str] | Mapping[str, str | Sequence[str]],
+    columns: Mapping[str, str],
+    *,
+    kinds: Mapping[str, str] | FusionProcessor | None = None,
+    label_column: str | None = "label",
+    label_names: Sequence[str] | None = None,
+    length_column: str | None = LENGTH_COLUMN,
+    length_modality: str | None = None,
+    split: str | None = None,
+    num_proc: int | None = None,
+    **load_kwargs: Any,
+) -> LoadedDataset:
+    """Load a dataset of raw samples for a fusion model.
+
+    Args:
+        source: a Hub dataset id; a csv/tsv/jsonl/parquet file, a list of them (one ``train`` split) or
+            ``{split: file(s)}``; a folder written by ``save_to_disk``; or a local dataset folder.
+        columns: column -> modality name (the collator takes the same mapping).
+        kinds: a [`FusionProcessor`] or modality -> kind, to know which columns hold image/audio paths; by default
+            a modality named like a kind (``image``, ``audio``...) has that kind.
+        label_column: the label column (``None`` or absent: no labels).
+        label_names: class names in id order (default: sorted string labels, or ``"0".."max"`` for ints).
+        length_column: name of the added length column (``None``: none).
+        length_modality: the modality whose length it holds (default: the first audio one, else the first text one).
+        split: keep only this split.
+        num_proc: processes for the length pass.
+        load_kwargs: passed to ``datasets.load_dataset`` (``name``, ``revision``, ``token``, ``cache_dir``...).
+
+    Relative media paths in local data files resolve against the data file's folder, not the working directory.
+    """
+    columns = dict(columns)
+    kind_of = _kinds(columns, kinds)
+    media_columns = [c for c, name in columns.items() if kind_of[name] in ("image", "audio")]
+    dataset = _undecoded_media(_load_raw(source, media_columns, split, load_kwargs))
+    for name, part in dataset.items():
+        missing = [c for c in columns if c not in part.column_names]
+        if missing:
+            raise ValueError(
+                f"split '{name}': columns {missing} not found; the dataset has {part.column_names}"
+            )
+        if ROW_INDEX_COLUMN not in part.column_names:
+            dataset[name] = part.add_column(ROW_INDEX_COLUMN, list(range(len(part))))
+    result = LoadedDataset(dataset=dataset, columns=columns)
+    if label_column is not None and all(label_column in part.column_names for part in dataset.values()):
+        dataset, id2label, problem_type, num_labels = encode_labels(dataset, label_column, label_names)
+        result.label_column = label_column
+        result.id2label = id2label
+        result.label2id = {v: k for k, v in id2label.items()} if id2label is not None else None
+        result.problem_type = problem_type
+        result.num_labels = num_labels
+    if length_column is not None:
+        if length_modality is None:
+            length_modality = next((n for n in columns.values() if kind_of[n] == "audio"), None) or next(
+                (n for n in columns.values() if kind_of[n] == "text"), None
+            )
+        if length_modality is not None:
+            if length_modality not in kind_of:
+                raise ValueError(
+                    f"`length_modality` '{length_modality}' is not among the mapped modalities {sorted(kind_of)}"
+                )
+            column = next(c for c, n in columns.items() if n == length_modality)
+            dataset = add_length_column(
+                dataset, column, kind_of[length_modality], output_column=length_column, num_proc=num_proc
+            )
+            result.length_column = length_column
+    result.dataset = dataset
+    return result
