@@ -1,0 +1,151 @@
+"""Argument dataclasses of ``training/run.py`` (parsed by ``HfArgumentParser`` from YAML/JSON or flags).
+
+Key names are a public contract: ``encoders``, ``fusion``, ``trainable_layers``, ``num_labels``,
+``dataset_name``, ``train_file``, ``validation_file``, ``test_file``, ``dataset_dir``, ``columns``,
+``label_column``, plus every ``TrainingArguments`` field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+
+def _json_or_value(value: Any) -> Any:
+    """Flags arrive as strings: ``'{"image": 0}'`` -> dict, ``'2'`` -> 2, ``'all'`` stays."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+@dataclass
+class ModelArguments:
+    """Which encoders to fuse and how (names as in ``FusionConfig``), or a fusion checkpoint to continue."""
+
+    encoders: dict | str | None = field(
+        default=None,
+        metadata={"help": "Modality -> Hub id / folder / spec dict (JSON on the command line)."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A saved fusion model (folder or Hub id) to continue from."}
+    )
+    fusion: str = field(
+        default="concat",
+        metadata={"help": "concat | gated | attention | transformer | tensor | low_rank_tensor"},
+    )
+    trainable_layers: dict | str | None = field(
+        default=None, metadata={"help": "0, k, 'all', or modality -> value (JSON on the command line)."}
+    )
+    num_labels: int | None = field(
+        default=None, metadata={"help": "Inferred from the label column when absent."}
+    )
+    problem_type: str | None = field(
+        default=None,
+        metadata={"help": "single_label_classification | multi_label_classification | regression"},
+    )
+    projection_dim: int = field(default=256, metadata={"help": "Size of the projected modality vectors."})
+    fusion_hidden_size: int = field(default=256, metadata={"help": "Size of the fused embedding."})
+    fusion_layers: int = field(default=1, metadata={"help": "MLP depth / transformer layers of the fusion."})
+    fusion_heads: int = field(default=4, metadata={"help": "Attention heads of the transformer fusion."})
+    fusion_rank: int = field(default=4, metadata={"help": "Rank of the low_rank_tensor fusion."})
+    tensor_fusion_dim: int = field(default=16, metadata={"help": "Per-modality size in the tensor fusion."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout in the fusion module and head."})
+    modality_dropout: float = field(
+        default=0.0, metadata={"help": "Per-sample probability of dropping a modality."}
+    )
+    aux_loss_weight: float = field(default=0.0, metadata={"help": "Weight of per-modality auxiliary losses."})
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "eager | sdpa | flash_attention_2"}
+    )
+
+    def __post_init__(self) -> None:
+        self.encoders = _json_or_value(self.encoders)
+        self.trainable_layers = _json_or_value(self.trainable_layers)
+        if self.encoders is None and self.model_name_or_path is None:
+            raise ValueError(
+                "give `encoders` (modality -> encoder) or `model_name_or_path` (a fusion checkpoint)"
+            )
+        if self.encoders is not None and not isinstance(self.encoders, dict):
+            raise ValueError(f"`encoders` must map modality names to encoders, got {self.encoders!r}")
+
+    def config_kwargs(self) -> dict[str, Any]:
+        """The ``FusionConfig`` fields set by these arguments."""
+        names = (
+            "fusion",
+            "projection_dim",
+            "fusion_hidden_size",
+            "fusion_layers",
+            "fusion_heads",
+            "fusion_rank",
+            "tensor_fusion_dim",
+            "dropout",
+            "modality_dropout",
+            "aux_loss_weight",
+        )
+        kwargs = {name: getattr(self, name) for name in names}
+        if self.problem_type:
+            kwargs["problem_type"] = self.problem_type
+        return kwargs
+
+
+@dataclass
+class DataArguments:
+    """Where the data is and which column feeds which modality."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset name."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's config."})
+    train_file: str | None = field(default=None, metadata={"help": "csv / jsonl / parquet with file paths."})
+    validation_file: str | None = field(default=None, metadata={"help": "csv / jsonl / parquet."})
+    test_file: str | None = field(default=None, metadata={"help": "csv / jsonl / parquet."})
+    dataset_dir: str | None = field(default=None, metadata={"help": "A `save_to_disk` folder."})
+    columns: dict | str | None = field(
+        default=None, metadata={"help": "Modality -> column (JSON on the command line); default: same names."}
+    )
+    label_column: str = field(default="label", metadata={"help": "Column holding the labels."})
+    train_split: str = field(default="train", metadata={"help": "Split name of the training data."})
+    validation_split: str = field(
+        default="validation", metadata={"help": "Split name of the validation data."}
+    )
+    test_split: str = field(default="test", metadata={"help": "Split name of the test data."})
+    validation_split_percentage: float = field(
+        default=0.1,
+        metadata={"help": "Share of train carved out for validation when there is no validation split."},
+    )
+    max_audio_seconds: float | None = field(default=None, metadata={"help": "Truncate audio to this length."})
+    max_text_length: int | None = field(default=None, metadata={"help": "Truncate text to this many tokens."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many training rows."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many eval/test rows."}
+    )
+    skip_bad_samples: bool = field(
+        default=False,
+        metadata={"help": "Drop unreadable samples from batches (logged and counted) instead of failing."},
+    )
+    metric: str | None = field(
+        default=None,
+        metadata={"help": "An `evaluate` metric name or path; default: the shipped fusion metric."},
+    )
+
+    def __post_init__(self) -> None:
+        self.columns = _json_or_value(self.columns)
+        sources = [self.dataset_name, self.train_file, self.dataset_dir]
+        if not any(sources):
+            raise ValueError("give a dataset: `dataset_name`, `train_file` or `dataset_dir`")
+
+
+@dataclass
+class FusionTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with defaults that suit raw multimodal columns."""
+
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Kept False: the collator needs the raw image/audio/text columns."},
+    )
