@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from tiny_encoders import random_batch
 from transformers import TrainerCallback, default_data_collator
 
 from multimodal_fusion import FusionModel
 from multimodal_fusion.training import FusionTrainer, FusionTrainingArguments, may_skip_parameters
+from tiny_encoders import random_batch
 
 SMALL = {"projection_dim": 32, "fusion_hidden_size": 32, "fusion_heads": 2, "num_labels": 3}
 
