@@ -397,6 +397,11 @@ class FusionProcessor(PushToHubMixin):
                 file = cached_file(path, TIMM_CONFIG_NAME, subfolder=sub, **hub_kwargs)
                 with open(file, encoding="utf-8") as handle:
                     spec["processor"] = _timm_processor(SimpleNamespace(**json.load(handle)))
+            elif spec["kind"] == "text":
+                # a bare config: the sub-folder holds no model config.json, which AutoTokenizer would look up
+                spec["processor"] = AutoTokenizer.from_pretrained(
+                    path, subfolder=sub, config=PretrainedConfig(), **hub_kwargs
+                )
             elif spec["kind"] != "features":
                 spec["processor"] = _load_sub_processor(spec["kind"], path, None, subfolder=sub, **hub_kwargs)
             modalities[name] = spec
