@@ -1,0 +1,278 @@
+"""The main job: fuse pretrained encoders and train them end to end on a dataset, through ``FusionTrainer``.
+
+``accelerate launch training/run.py CONFIG.yaml [--flag value ...]`` (flags override the file), or
+``python training/run.py --encoders '{"image": ...}' --train_file train.csv --output_dir out``.
+Writes to ``output_dir``: safetensors weights + config + model code, the processor, ``all_results.json``,
+``trainer_state.json`` and a model card; pushes exactly that folder with ``--push_to_hub``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import transformers
+import yaml
+from transformers import HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..data_collator import FusionDataCollator
+from ..data_loading import LoadedDataset, load_fusion_dataset
+from ..modeling_fusion import FusionModel
+from ..processing_fusion import FusionProcessor
+from .arguments import DataArguments, FusionTrainingArguments, ModelArguments
+from .metrics import build_compute_metrics
+from .model_card import write_model_card
+from .trainer import FusionTrainer
+
+logger = logging.getLogger(__name__)
+
+PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt", "*.pth"]
+"""Training leftovers that are not part of the published model folder."""
+
+
+def parse_arguments(
+    argv: Sequence[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, FusionTrainingArguments]:
+    """Parse ``CONFIG.yaml|json [--flag value ...]`` or flags alone into the three argument dataclasses."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, FusionTrainingArguments))
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        text = Path(argv[0]).read_text()
+        values = yaml.safe_load(text) if argv[0].endswith((".yaml", ".yml")) else json.loads(text)
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{argv[0]}: unknown keys {unknown}")
+        parser.set_defaults(**values)
+        for action in parser._actions:  # a value from the file satisfies a required flag
+            if action.dest in values:
+                action.required = False
+        argv = argv[1:]
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    return model_args, data_args, training_args
+
+
+def _data_source(data_args: DataArguments) -> Any:
+    if data_args.dataset_dir:
+        return data_args.dataset_dir
+    if data_args.dataset_name:
+        return data_args.dataset_name
+    files = {data_args.train_split: data_args.train_file}
+    if data_args.validation_file:
+        files[data_args.validation_split] = data_args.validation_file
+    if data_args.test_file:
+        files[data_args.test_split] = data_args.test_file
+    return files
+
+
+def build_processor(model_args: ModelArguments, data_args: DataArguments) -> FusionProcessor:
+    """The processor of the encoders (or of the fusion checkpoint), with the data arguments' length limits."""
+    if model_args.model_name_or_path:
+        processor = FusionProcessor.from_pretrained(model_args.model_name_or_path)
+        if data_args.max_audio_seconds is not None:
+            processor.max_audio_seconds = data_args.max_audio_seconds
+    else:
+        processor = FusionProcessor.from_encoders(
+            model_args.encoders, max_audio_seconds=data_args.max_audio_seconds
+        )
+    if data_args.max_text_length is not None:
+        for spec in processor.modalities.values():
+            if spec["kind"] == "text":
+                current = spec.get("max_length")
+                spec["max_length"] = (
+                    min(current, data_args.max_text_length) if current else data_args.max_text_length
+                )
+    return processor
+
+
+def load_data(
+    data_args: DataArguments, processor: FusionProcessor, training_args: FusionTrainingArguments
+) -> LoadedDataset:
+    """Load the splits, carve a validation split from train when none exists, apply sample limits."""
+    modality_columns = data_args.columns or {name: name for name in processor.modality_names}
+    unknown = set(modality_columns) - set(processor.modality_names)
+    if unknown:
+        raise ValueError(
+            f"`columns` names unknown modalities {sorted(unknown)}; modalities: {processor.modality_names}"
+        )
+    column_to_modality = {column: name for name, column in modality_columns.items()}
+    load_kwargs = {"name": data_args.dataset_config_name} if data_args.dataset_config_name else {}
+    loaded = load_fusion_dataset(
+        _data_source(data_args),
+        column_to_modality,
+        kinds=processor,
+        label_column=data_args.label_column,
+        **load_kwargs,
+    )
+    splits = loaded.dataset
+    if data_args.train_split not in splits:
+        raise ValueError(f"no '{data_args.train_split}' split; the dataset has {list(splits)}")
+    if data_args.validation_split not in splits and data_args.validation_split_percentage > 0:
+        carved = splits[data_args.train_split].train_test_split(
+            test_size=data_args.validation_split_percentage, seed=training_args.seed
+        )
+        splits[data_args.train_split], splits[data_args.validation_split] = carved["train"], carved["test"]
+    limits = {data_args.train_split: data_args.max_train_samples}
+    limits.update({s: data_args.max_eval_samples for s in (data_args.validation_split, data_args.test_split)})
+    for split, limit in limits.items():
+        if limit is not None and split in splits:
+            splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
+    loaded.dataset = splits
+    return loaded
+
+
+def has_missing_values(loaded: LoadedDataset) -> bool:
+    """Whether any modality column holds nulls (missing modalities), read from Arrow without decoding."""
+    for part in loaded.dataset.values():
+        for column in loaded.columns:
+            if part.select_columns([column]).flatten_indices().data.column(0).null_count > 0:
+                return True
+    return False
+
+
+def build_model(model_args: ModelArguments, loaded: LoadedDataset) -> FusionModel:
+    """A new fusion of the given encoders, or a saved fusion model to continue training."""
+    if model_args.model_name_or_path:
+        kwargs = (
+            {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+        )
+        model = FusionModel.from_pretrained(model_args.model_name_or_path, **kwargs)
+        if model_args.trainable_layers is not None:
+            values = model_args.trainable_layers
+            for name in model.config.modalities:
+                if not isinstance(values, dict) or name in values:
+                    model.set_trainable_layers(name, values[name] if isinstance(values, dict) else values)
+        return model
+    config_kwargs = model_args.config_kwargs()
+    if loaded.id2label is not None:
+        config_kwargs.update(id2label=loaded.id2label, label2id=loaded.label2id)
+    elif model_args.num_labels or loaded.num_labels:
+        config_kwargs["num_labels"] = model_args.num_labels or loaded.num_labels
+    if "problem_type" not in config_kwargs and loaded.problem_type:
+        config_kwargs["problem_type"] = loaded.problem_type
+    encoder_kwargs = (
+        {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+    )
+    return FusionModel.from_encoders(
+        model_args.encoders,
+        trainable_layers=model_args.trainable_layers,
+        encoder_kwargs=encoder_kwargs,
+        **config_kwargs,
+    )
+
+
+def push_folder(output_dir: str, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
+    """Upload exactly ``output_dir`` (weights, config, code, processor, model card) to the Hub repo ``repo_id``."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=output_dir,
+        commit_message="Upload multimodal fusion model",
+        ignore_patterns=PUSH_IGNORE_PATTERNS,
+    )
+    return str(info)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse the arguments, then [`run`]; returns every metric written to ``all_results.json``."""
+    return run(*parse_arguments(argv))[1]
+
+
+def run(
+    model_args: ModelArguments, data_args: DataArguments, training_args: FusionTrainingArguments
+) -> tuple[FusionTrainer, dict[str, Any]]:
+    """Train, evaluate (validation and test), save and optionally push; returns the trainer and the metrics."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    level = training_args.get_process_log_level()
+    logger.setLevel(level)
+    logging.getLogger("multimodal_fusion").setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+    set_seed(training_args.seed)
+
+    push_to_hub, training_args.push_to_hub = (
+        training_args.push_to_hub,
+        False,
+    )  # we push the final folder ourselves
+    processor = build_processor(model_args, data_args)
+    with training_args.main_process_first(desc="loading the dataset"):
+        loaded = load_data(data_args, processor, training_args)
+    splits = loaded.dataset
+    model = build_model(model_args, loaded)
+    problem_type = model.config.problem_type or loaded.problem_type or "single_label_classification"
+    collator = FusionDataCollator(
+        processor,
+        loaded.columns,
+        label_column=loaded.label_column,
+        skip_bad_samples=data_args.skip_bad_samples,
+    )
+    eval_dataset = splits.get(data_args.validation_split)
+    trainer = FusionTrainer(
+        model,
+        training_args,
+        train_dataset=splits[data_args.train_split]
+        if training_args.do_train or not training_args.do_eval
+        else None,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=processor,
+        compute_metrics=build_compute_metrics(problem_type, model.config.id2label, data_args.metric),
+        expect_missing_modalities=has_missing_values(loaded),
+    )
+
+    results: dict[str, Any] = {}
+    resume = training_args.resume_from_checkpoint
+    if resume == "last":
+        resume = get_last_checkpoint(training_args.output_dir)
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    results.update(train_result.metrics)
+    if eval_dataset is not None:
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        results.update(metrics)
+    if data_args.test_split in splits:
+        metrics = trainer.predict(splits[data_args.test_split], metric_key_prefix="test").metrics
+        trainer.log_metrics("test", metrics)
+        trainer.save_metrics("test", metrics)
+        results.update(metrics)
+    if collator.num_skipped:
+        logger.warning(f"skipped {collator.num_skipped} unusable samples (see the log above for each)")
+        results["skipped_samples"] = collator.num_skipped
+        trainer.save_metrics("all", {"skipped_samples": collator.num_skipped})
+    if trainer.is_world_process_zero():
+        dataset_name = data_args.dataset_name or data_args.dataset_dir or data_args.train_file
+        metrics = {k: v for k, v in results.items() if k.startswith(("eval_", "test_"))}
+        training = {
+            k: getattr(training_args, k)
+            for k in ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "seed")
+        }
+        write_model_card(
+            training_args.output_dir, model.config, dataset=dataset_name, metrics=metrics, training=training
+        )
+        if push_to_hub:
+            repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+            push_folder(
+                training_args.output_dir, repo_id, training_args.hub_private_repo, training_args.hub_token
+            )
+    return trainer, results
+
+
+if __name__ == "__main__":
+    main()
