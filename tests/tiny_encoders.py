@@ -69,7 +69,7 @@ def make_wav2vec2(path: Path, norm: str = "layer", seed: int = 0) -> Path:
     return path
 
 
-def make_bert(path: Path, seed: int = 0) -> Path:
+def make_bert(path: Path, seed: int = 0, dropout: float = 0.1) -> Path:
     torch.manual_seed(seed)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[str(i) for i in range(10)]]
     tokenizer = T.BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
@@ -80,6 +80,8 @@ def make_bert(path: Path, seed: int = 0) -> Path:
         num_attention_heads=2,
         intermediate_size=37,
         max_position_embeddings=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     T.BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
