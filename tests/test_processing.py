@@ -160,6 +160,17 @@ def test_image_modes_and_arrays_become_rgb(processor, own):
     torch.testing.assert_close(batch["image_pixel_values"], expected, atol=0, rtol=0)
 
 
+def test_exif_orientation_is_applied_like_datasets_does(processor, tmp_path):
+    pixels = np.random.default_rng(2).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    exif = PIL.Image.Exif()
+    exif[PIL.Image.ExifTags.Base.Orientation] = 6  # "rotate 90 degrees clockwise to display"
+    PIL.Image.fromarray(pixels).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    stored = np.asarray(PIL.Image.open(tmp_path / "photo.jpg"))  # the JPEG's pixels, orientation not applied
+    decoded = np.asarray(processor.decode("image", str(tmp_path / "photo.jpg")))
+    assert decoded.shape == (24, 16, 3)
+    assert np.array_equal(decoded, np.rot90(stored, k=-1))
+
+
 def test_timm_encoder_gets_timms_own_eval_transform(tiny_dir):
     processor = FusionProcessor.from_encoders({"cam": str(tiny_dir / "timm")})
     assert isinstance(processor.processors["cam"], TimmWrapperImageProcessor)
@@ -354,6 +365,8 @@ def test_model_ignores_the_raw_input_of_a_missing_modality(tiny_paths, processor
     model = FusionModel.from_encoders(
         tiny_paths, num_labels=3, projection_dim=32, fusion_hidden_size=32, fusion_heads=2, fusion="attention"
     ).eval()
+    # the model's saved modality specs rebuild the same processor
+    assert FusionProcessor.from_encoders(model.config.modalities).modalities == processor.modalities
     texts = ["one two", "three four five six"]
     first = processor(
         image=[None, rgb(32, 32, 1)], audio=[tone(RATE, 0.1), None], text=texts, sampling_rate=RATE
@@ -395,6 +408,8 @@ def test_model_ignores_the_raw_input_of_a_missing_modality(tiny_paths, processor
 def _bad_cases(tmp: Path):
     (tmp / "corrupt.png").write_bytes(b"not an image at all")
     (tmp / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    rgb(64, 64).save(tmp / "whole.png")
+    (tmp / "truncated.png").write_bytes((tmp / "whole.png").read_bytes()[:2000])
     nan_wave = tone(RATE, 0.1)
     nan_wave[5] = np.nan
     inf_wave = tone(RATE, 0.1)
@@ -402,6 +417,7 @@ def _bad_cases(tmp: Path):
     return [
         ("image", str(tmp / "nope.png"), "image file not found", str(tmp / "nope.png")),
         ("image", str(tmp / "corrupt.png"), "cannot decode image", str(tmp / "corrupt.png")),
+        ("image", str(tmp / "truncated.png"), "cannot decode image", str(tmp / "truncated.png")),
         ("audio", str(tmp / "nope.wav"), "audio file not found", str(tmp / "nope.wav")),
         ("audio", str(tmp / "corrupt.wav"), "cannot decode audio", str(tmp / "corrupt.wav")),
         ("audio", {"array": np.zeros(0, np.float32), "sampling_rate": RATE}, "empty waveform", None),

@@ -3,8 +3,9 @@
 Accepted: PIL images, numpy arrays / torch tensors (``[H, W]``, ``[H, W, C]`` or ``[C, H, W]`` with C in 1, 3,
 4; uint8, or floats in [0, 1]), file paths, file bytes and ``{"path", "bytes"}`` dicts
 (``datasets.Image(decode=False)``). Grayscale, palette, RGBA, CMYK... become RGB (alpha is dropped, as
-transformers' ``convert_rgb`` does). The file is fully decoded here, so a truncated file fails here, as a
-[`BadSampleError`], not later inside the image processor.
+transformers' ``convert_rgb`` does); a file's EXIF orientation is applied, as ``datasets.Image`` does. The file
+is fully decoded here, so a truncated file fails here, as a [`BadSampleError`], not later inside the image
+processor.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 
 from .bad_samples import BadSampleError
 
@@ -28,6 +30,10 @@ def _open(source: str | bytes, path: str | None) -> PIL.Image.Image:
     try:
         image = PIL.Image.open(path if path is not None else io.BytesIO(source))
         image.load()
+        if image.getexif().get(PIL.Image.ExifTags.Base.Orientation) is not None:
+            image = PIL.ImageOps.exif_transpose(
+                image
+            )  # camera rotation, as datasets' Image feature applies it
     except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
         raise BadSampleError(
             f"cannot decode image ({error}); expected a readable image file (png, jpeg, webp, ...)", path=path
