@@ -143,8 +143,10 @@ def test_run_carves_validation_and_infers_labels_from_flags_only(tiny_paths, tmp
             "--max_steps", "2", "--per_device_train_batch_size", "4", "--use_cpu", "true", "--report_to", "none",
             "--projection_dim", "32", "--fusion_hidden_size", "32", "--fusion", "transformer", "--fusion_heads", "2",
             "--trainable_layers", "0", "--save_strategy", "no", "--disable_tqdm", "true",
+            "--bf16", "true", "--report_to", "tensorboard", "--logging_steps", "1",
         ]
     )  # fmt: skip
+    assert list(output_dir.rglob("events.out.tfevents*"))  # tensorboard logging
     assert "eval_accuracy" in results and "test_accuracy" not in results
     config = json.loads((output_dir / "config.json").read_text())
     assert len(config["id2label"]) == 3
