@@ -1,0 +1,26 @@
+"""The ready configs in training/configs parse: run configs through run.py's parser, accelerate configs through
+accelerate's own config class."""
+
+from pathlib import Path
+
+import pytest
+from accelerate.commands.config.config_args import ClusterConfig
+
+from multimodal_fusion.training.run_fusion import parse_arguments
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_run_configs_parse(path):
+    model_args, data_args, training_args = parse_arguments(
+        [str(path), "--train_file", "train.csv", "--use_cpu", "true", "--bf16", "false"]
+    )
+    assert model_args.encoders and model_args.fusion
+    assert training_args.remove_unused_columns is False
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_parse(path):
+    config = ClusterConfig.from_yaml_file(str(path))
+    assert config.distributed_type.value == "MULTI_GPU" and config.num_processes >= config.num_machines
