@@ -149,3 +149,60 @@ class FusionTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Kept False: the collator needs the raw image/audio/text columns."},
     )
+    encoder_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of every encoder (a modality spec's `learning_rate` wins); the new "
+                  "layers use `learning_rate`."},
+    )  # fmt: skip
+    layerwise_lr_decay: float | None = field(
+        default=None,
+        metadata={"help": "Each encoder block below the top gets decay x the rate of the one above; embeddings "
+                  "lowest (e.g. 0.8)."},
+    )  # fmt: skip
+    unfreeze_schedule: dict | str | None = field(
+        default=None,
+        metadata={"help": "'gradual' (one more block per epoch from the top, per modality) or "
+                  "{epoch or step: {modality: trainable_layers}} (JSON on the command line)."},
+    )  # fmt: skip
+    unfreeze_unit: str = field(
+        default="epoch", metadata={"help": "Keys of an explicit `unfreeze_schedule`: 'epoch' or 'step'."}
+    )
+    gradual_unfreeze_limit: dict | str | None = field(
+        default=None,
+        metadata={"help": "'gradual' stops at this many trainable blocks: a number or {modality: number} "
+                  "(default: all blocks)."},
+    )  # fmt: skip
+    l2sp_weight: float = field(
+        default=0.0,
+        metadata={"help": "L2-SP: weight of the penalty pulling trainable encoder weights toward their pretrained "
+                  "values (against forgetting)."},
+    )  # fmt: skip
+    aux_loss_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "Weight of the auxiliary losses over training: 'constant' or 'linear_decay' (to 0)."
+        },
+    )
+    cache_embeddings: str = field(
+        default="auto",
+        metadata={"help": "Precompute frozen encoders' pooled embeddings once: 'auto' (when it applies), 'true', "
+                  "'false'."},
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("unfreeze_schedule", "gradual_unfreeze_limit"):
+            setattr(self, name, _json_or_value(getattr(self, name)))
+        if self.unfreeze_unit not in ("epoch", "step"):
+            raise ValueError(f"`unfreeze_unit` must be 'epoch' or 'step', got {self.unfreeze_unit!r}")
+        if self.aux_loss_schedule not in ("constant", "linear_decay"):
+            raise ValueError(
+                f"`aux_loss_schedule` must be 'constant' or 'linear_decay', got {self.aux_loss_schedule!r}"
+            )
+        if str(self.cache_embeddings).lower() not in ("auto", "true", "false"):
+            raise ValueError(f"`cache_embeddings` must be auto, true or false, got {self.cache_embeddings!r}")
+        self.cache_embeddings = str(self.cache_embeddings).lower()
+        if self.layerwise_lr_decay is not None and not 0 < self.layerwise_lr_decay <= 1:
+            raise ValueError(f"`layerwise_lr_decay` must be in (0, 1], got {self.layerwise_lr_decay}")
+        if self.l2sp_weight < 0:
+            raise ValueError(f"`l2sp_weight` must be >= 0, got {self.l2sp_weight}")
