@@ -87,3 +87,43 @@ def test_two_process_ddp_matches_single_process(setup):
     # and the trained text encoder moved identically in both set-ups
     for key, value in one["state"].items():
         assert torch.allclose(rank0["state"][key], value, atol=1e-5), key
+
+
+def test_unfreezing_mid_training_keeps_ddp_ranks_identical(setup):
+    """DDP only syncs parameters that required grad when it wrapped the model; the text encoder is unfrozen at
+    step 1, after wrapping. Ranks see different data, so identical weights prove the gradients were averaged;
+    matching the single-process run proves they were averaged correctly."""
+    root, config = setup
+    overrides = ["--trainable_layers", '{"image": 0, "text": 0}', "--unfreeze_schedule", '{"1": {"text": "all"}}',
+                 "--unfreeze_unit", "step"]  # fmt: skip
+    single, double = root / "unfreeze_single", root / "unfreeze_double"
+    launch(
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(config),
+            "--output_dir",
+            str(single),
+            "--per_device_train_batch_size",
+            "4",
+            *overrides,
+        ],
+        ROOT,
+    )
+    accelerate = Path(sys.executable).with_name("accelerate")
+    launch(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+         "no", "--dynamo_backend", "no", str(SCRIPT), str(config), "--output_dir", str(double),
+         "--per_device_train_batch_size", "2", *overrides],
+        ROOT,
+    )  # fmt: skip
+    one = torch.load(single / "rank0.pt")
+    rank0, rank1 = torch.load(double / "rank0.pt"), torch.load(double / "rank1.pt")
+    pretrained = FusionModel.from_encoders({"text": str(root / "bert_no_dropout")}, num_labels=3).state_dict()
+    text_keys = [k for k in rank0["state"] if k.startswith("encoders.text.")]
+    assert any(
+        not torch.equal(rank0["state"][k], pretrained[k]) for k in text_keys
+    )  # the text encoder trained
+    for key, value in rank0["state"].items():
+        assert torch.equal(rank1["state"][key], value), key
+        assert torch.allclose(one["state"][key], value, atol=1e-5), key

@@ -53,7 +53,6 @@ def test_param_groups_per_encoder_and_frozen_parameters_included(tiny_paths, tmp
     paths = {**tiny_paths, "text": {"path": tiny_paths["text"], "learning_rate": 3e-5}}
     model = build(paths, trainable_layers={"image": 0})
     trainer = FusionTrainer(model, args(tmp_path, weight_decay=0.01), train_dataset=TensorRows(4))
-    trainer.encoder_learning_rate = None
     optimizer = trainer.create_optimizer()
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert (

@@ -574,8 +574,14 @@ class FusionModel(FusionPreTrainedModel):
 
     # ------------------------------------------------------------------ forward
     def forward(
-        self, labels: torch.Tensor | None = None, return_dict: bool | None = None, **inputs: Any
+        self,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        aux_loss_weight: float | None = None,
+        **inputs: Any,
     ) -> FusionModelOutput | tuple:
+        """Fuse the batch's modalities; with ``labels`` also the loss. ``aux_loss_weight`` overrides the config's
+        weight of the auxiliary losses for this call (the trainer's schedule uses it)."""
         batch, batch_size, masks = self._prepare(inputs, labels)
         if self.training and self.config.modality_dropout > 0:
             masks = self._drop_modalities(masks)
@@ -605,7 +611,8 @@ class FusionModel(FusionPreTrainedModel):
         if labels is not None:
             problem_type = problem_type_for(self.config, labels)
             loss = classification_loss(logits, labels, problem_type)
-            if aux_logits is not None and self.config.aux_loss_weight > 0:
+            aux_weight = self.config.aux_loss_weight if aux_loss_weight is None else aux_loss_weight
+            if aux_logits is not None and aux_weight > 0:
                 aux_losses = {
                     name: classification_loss(
                         aux_logits[name][masks[:, i]], labels[masks[:, i]], problem_type
@@ -614,7 +621,7 @@ class FusionModel(FusionPreTrainedModel):
                     if bool(masks[:, i].any())
                 }
                 if aux_losses:
-                    loss = loss + self.config.aux_loss_weight * torch.stack(list(aux_losses.values())).mean()
+                    loss = loss + aux_weight * torch.stack(list(aux_losses.values())).mean()
         output = FusionModelOutput(
             loss=loss,
             logits=logits,

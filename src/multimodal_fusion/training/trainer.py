@@ -7,7 +7,10 @@
 - checkpoint resume and ``load_best_model_at_end`` through ``from_pretrained`` so every encoder is restored
   (a raw ``load_state_dict`` misses ViT's legacy key names, see HF_NOTES §5);
 - auxiliary per-modality losses logged next to the loss;
-- length-grouped batching from a precomputed length column (no decoding of every row).
+- length-grouped batching from a precomputed length column (no decoding of every row);
+- fine-tuning controls from the arguments: layer-wise learning-rate decay, an unfreezing schedule (DDP-safe),
+  an L2-SP penalty toward the pretrained weights (logged as ``l2sp_loss``), a decaying auxiliary-loss weight,
+  and the fusion's per-modality weights averaged over each evaluation (``eval_modality_weight_{name}``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..modeling_fusion import FusionModel
+from .l2sp import L2SPPenalty
 from .param_groups import build_param_groups
+from .unfreezing import UnfreezeCallback
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +44,13 @@ def may_skip_parameters(model: FusionModel, expect_missing_modalities: bool = Fa
 
 
 class FusionTrainer(Trainer):
-    """Trainer for [`FusionModel`]; ``expect_missing_modalities`` tells it the data has absent modalities."""
+    """Trainer for [`FusionModel`]; ``expect_missing_modalities`` tells it the data has absent modalities.
+
+    With plain ``TrainingArguments`` it behaves like ``Trainer`` plus the fixes above; with
+    [`FusionTrainingArguments`] it also reads ``encoder_learning_rate``, ``layerwise_lr_decay``,
+    ``unfreeze_schedule`` / ``unfreeze_unit`` / ``gradual_unfreeze_limit``, ``l2sp_weight`` and
+    ``aux_loss_schedule``.
+    """
 
     def __init__(
         self,
@@ -57,16 +68,28 @@ class FusionTrainer(Trainer):
                 args.remove_unused_columns = False
             if args.ddp_find_unused_parameters is None and isinstance(model, FusionModel):
                 args.ddp_find_unused_parameters = may_skip_parameters(model, expect_missing_modalities)
-        self.encoder_learning_rate = kwargs.pop("encoder_learning_rate", None)
         super().__init__(model, args, *pos, **kwargs)
+        self.unfreezer = None
+        if getattr(self.args, "unfreeze_schedule", None):
+            self.unfreezer = UnfreezeCallback(
+                self.args.unfreeze_schedule, self.args.unfreeze_unit, self.args.gradual_unfreeze_limit
+            )
+            self.add_callback(self.unfreezer)
+        weight = getattr(self.args, "l2sp_weight", 0.0)
+        self.l2sp = L2SPPenalty(weight) if weight > 0 else None
         self._extra_logs: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._eval_weights: list[torch.Tensor] = []
 
     # ------------------------------------------------------------------ optimizer
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         opt_model = self.model if model is None else model
         if self.optimizer is None:
             groups = build_param_groups(
-                opt_model, self.args.learning_rate, self.args.weight_decay, self.encoder_learning_rate
+                opt_model,
+                self.args.learning_rate,
+                self.args.weight_decay,
+                getattr(self.args, "encoder_learning_rate", None),
+                getattr(self.args, "layerwise_lr_decay", None),
             )
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("params", "model")}
@@ -74,13 +97,29 @@ class FusionTrainer(Trainer):
         return self.optimizer
 
     # ------------------------------------------------------------------ loss and logging
+    def current_aux_loss_weight(self) -> float | None:
+        """The auxiliary-loss weight for this step (``None``: the model config's, unchanged)."""
+        if getattr(self.args, "aux_loss_schedule", "constant") != "linear_decay" or not self.state.max_steps:
+            return None
+        progress = min(self.state.global_step / self.state.max_steps, 1.0)
+        return self.model.config.aux_loss_weight * (1.0 - progress)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        training = model.training
+        if training and (weight := self.current_aux_loss_weight()) is not None:
+            inputs = {**inputs, "aux_loss_weight": weight}
         loss, outputs = super().compute_loss(
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
-        if model.training and isinstance(outputs, dict) and outputs.get("aux_losses"):
+        if training and isinstance(outputs, dict) and outputs.get("aux_losses"):
             for name, value in outputs["aux_losses"].items():
                 self._extra_logs[f"aux_loss_{name}"].append(value.detach().float())
+        if training and self.l2sp is not None:
+            penalty = self.l2sp(self.model)
+            self._extra_logs["l2sp_loss"].append(penalty.detach())
+            loss = loss + penalty
+        if not training and isinstance(outputs, dict) and outputs.get("modality_weights") is not None:
+            self._eval_weights.append(outputs["modality_weights"].detach().float().mean(dim=0))
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -90,9 +129,24 @@ class FusionTrainer(Trainer):
             self._extra_logs.clear()
         super().log(logs, start_time)
 
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        self._eval_weights = []
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+        )
+        if self._eval_weights:
+            mean = torch.stack(self._eval_weights).mean(dim=0)
+            for name, value in zip(self.model.config.modalities, mean.tolist(), strict=True):
+                output.metrics[f"{metric_key_prefix}_modality_weight_{name}"] = round(value, 6)
+        return output
+
     # ------------------------------------------------------------------ checkpoints
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.model if model is None else model
+        if self.l2sp is not None and isinstance(model, FusionModel):
+            self._capture_pretrained_reference(model)
         if isinstance(model, FusionModel) and os.path.isfile(
             os.path.join(resume_from_checkpoint, "model.safetensors")
         ):
@@ -107,6 +161,16 @@ class FusionTrainer(Trainer):
             _load_weights_via_from_pretrained(self.model, path)
             return
         super()._load_best_model()
+
+    def _capture_pretrained_reference(self, model: FusionModel) -> None:
+        """Before a checkpoint overwrites them: the L2-SP reference of encoders that train or will train."""
+        from .unfreezing import will_unfreeze
+
+        scheduled = will_unfreeze(model, getattr(self.args, "unfreeze_schedule", None))
+        for name, encoder in model.encoders.items():
+            if name in scheduled or any(p.requires_grad for p in encoder.parameters()):
+                for param_name, param in encoder.named_parameters():
+                    self.l2sp.set_reference(f"encoders.{name}.{param_name}", param)
 
     # ------------------------------------------------------------------ batching
     def _get_train_sampler(self, train_dataset=None):
