@@ -37,16 +37,8 @@ def setup(tiny_dir, tmp_path_factory):
     return root, path
 
 
-def launch(command, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def test_two_process_ddp_matches_single_process(setup):
-    root, config = setup
-    single, double = root / "single", root / "double"
+def run_single_and_ddp(config, single, double, *overrides):
+    """The same config once in one process (batch 4) and once in two DDP processes (2 x 2)."""
     launch(
         [
             sys.executable,
@@ -56,18 +48,29 @@ def test_two_process_ddp_matches_single_process(setup):
             str(single),
             "--per_device_train_batch_size",
             "4",
-        ],
-        ROOT,
+            *overrides,
+        ]
     )
     accelerate = Path(sys.executable).with_name("accelerate")
     launch(
         [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
          "no", "--dynamo_backend", "no", str(SCRIPT), str(config), "--output_dir", str(double),
-         "--per_device_train_batch_size", "2"],
-        ROOT,
+         "--per_device_train_batch_size", "2", *overrides],
     )  # fmt: skip
-    one = torch.load(single / "rank0.pt")
-    rank0, rank1 = torch.load(double / "rank0.pt"), torch.load(double / "rank1.pt")
+    return torch.load(single / "rank0.pt"), torch.load(double / "rank0.pt"), torch.load(double / "rank1.pt")
+
+
+def launch(command, cwd=ROOT):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_two_process_ddp_matches_single_process(setup):
+    root, config = setup
+    single, double = root / "single", root / "double"
+    one, rank0, rank1 = run_single_and_ddp(config, single, double)
     assert one["world_size"] == 1 and rank0["world_size"] == 2
     # every trainable parameter is used each step: DDP runs without the unused-parameter search
     assert rank0["find_unused"] is False
@@ -96,29 +99,9 @@ def test_unfreezing_mid_training_keeps_ddp_ranks_identical(setup):
     root, config = setup
     overrides = ["--trainable_layers", '{"image": 0, "text": 0}', "--unfreeze_schedule", '{"1": {"text": "all"}}',
                  "--unfreeze_unit", "step"]  # fmt: skip
-    single, double = root / "unfreeze_single", root / "unfreeze_double"
-    launch(
-        [
-            sys.executable,
-            str(SCRIPT),
-            str(config),
-            "--output_dir",
-            str(single),
-            "--per_device_train_batch_size",
-            "4",
-            *overrides,
-        ],
-        ROOT,
+    one, rank0, rank1 = run_single_and_ddp(
+        config, root / "unfreeze_single", root / "unfreeze_double", *overrides
     )
-    accelerate = Path(sys.executable).with_name("accelerate")
-    launch(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-         "no", "--dynamo_backend", "no", str(SCRIPT), str(config), "--output_dir", str(double),
-         "--per_device_train_batch_size", "2", *overrides],
-        ROOT,
-    )  # fmt: skip
-    one = torch.load(single / "rank0.pt")
-    rank0, rank1 = torch.load(double / "rank0.pt"), torch.load(double / "rank1.pt")
     pretrained = FusionModel.from_encoders({"text": str(root / "bert_no_dropout")}, num_labels=3).state_dict()
     text_keys = [k for k in rank0["state"] if k.startswith("encoders.text.")]
     assert any(

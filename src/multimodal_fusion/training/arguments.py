@@ -7,11 +7,14 @@ Key names are a public contract: ``encoders``, ``fusion``, ``trainable_layers``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
+
+from ..configuration_fusion import FusionConfig
 
 
 def _json_or_value(value: Any) -> Any:
@@ -75,20 +78,9 @@ class ModelArguments:
             raise ValueError(f"`encoders` must map modality names to encoders, got {self.encoders!r}")
 
     def config_kwargs(self) -> dict[str, Any]:
-        """The ``FusionConfig`` fields set by these arguments."""
-        names = (
-            "fusion",
-            "projection_dim",
-            "fusion_hidden_size",
-            "fusion_layers",
-            "fusion_heads",
-            "fusion_rank",
-            "tensor_fusion_dim",
-            "dropout",
-            "modality_dropout",
-            "aux_loss_weight",
-        )
-        kwargs = {name: getattr(self, name) for name in names}
+        """The ``FusionConfig`` fields set by these arguments (those of its fields that share a name here)."""
+        config_fields = {f.name for f in dataclasses.fields(FusionConfig)} - {"modalities", "problem_type"}
+        kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in config_fields}
         if self.problem_type:
             kwargs["problem_type"] = self.problem_type
         return kwargs
