@@ -222,9 +222,7 @@ def run(
     trainer = FusionTrainer(
         model,
         training_args,
-        train_dataset=splits[data_args.train_split]
-        if training_args.do_train or not training_args.do_eval
-        else None,
+        train_dataset=splits[data_args.train_split],
         eval_dataset=eval_dataset,
         data_collator=collator,
         processing_class=processor,
