@@ -8,7 +8,7 @@ import torch
 from multimodal_fusion.training.run_fusion import parse_arguments, run
 
 if __name__ == "__main__":
-    trainer, results = run(*parse_arguments(sys.argv[1:]))
+    trainer = run(*parse_arguments(sys.argv[1:])).trainer
     rank = trainer.args.process_index
     state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
     torch.save(

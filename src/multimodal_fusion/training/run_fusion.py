@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 import transformers
@@ -182,15 +182,21 @@ def push_folder(output_dir: str, repo_id: str, private: bool | None = None, toke
     return str(info)
 
 
+class RunOutput(NamedTuple):
+    """What [`run`] returns: the trainer (with the trained model), every metric, and the dataset splits used."""
+
+    trainer: FusionTrainer
+    metrics: dict[str, Any]
+    splits: Any
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse the arguments, then [`run`]; returns every metric written to ``all_results.json``."""
-    return run(*parse_arguments(argv))[1]
+    return run(*parse_arguments(argv)).metrics
 
 
-def run(
-    model_args: ModelArguments, data_args: DataArguments, training_args: FusionTrainingArguments
-) -> tuple[FusionTrainer, dict[str, Any]]:
-    """Train, evaluate (validation and test), save and optionally push; returns the trainer and the metrics."""
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: FusionTrainingArguments) -> RunOutput:
+    """Train, evaluate (validation and test), save and optionally push."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         handlers=[logging.StreamHandler(sys.stdout)],
@@ -269,7 +275,7 @@ def run(
             push_folder(
                 training_args.output_dir, repo_id, training_args.hub_private_repo, training_args.hub_token
             )
-    return trainer, results
+    return RunOutput(trainer, results, splits)
 
 
 if __name__ == "__main__":
