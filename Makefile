@@ -1,11 +1,11 @@
-# Set-up commands: `make test` (and, with the demo issue, `make demo`). Each creates/reuses .venv.
+# Set-up commands: `make demo` (the offline main job) and `make test`. Each creates/reuses .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: test lint format install
+.PHONY: demo test lint format install
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m multimodal_fusion.demo --out-dir outputs/demo
 
 test: install
 	$(VENV)/bin/ruff check .
