@@ -64,6 +64,21 @@ def labels_to_tensor(labels: Sequence[Any], rows: Sequence[Any] | None = None) -
     return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
+def _embeds_fields(name: str, vectors: Sequence[np.ndarray | None]) -> dict[str, torch.Tensor]:
+    """``{name}_embeds`` ``[B, D]`` float32 (zeros where missing) and, when a row is missing, ``{name}_mask``;
+    nothing when every row is missing (the modality is then absent from the batch)."""
+    present = [i for i, vector in enumerate(vectors) if vector is not None]
+    if not present:
+        return {}
+    embeds = torch.zeros(len(vectors), len(vectors[present[0]]), dtype=torch.float32)
+    embeds[present] = torch.from_numpy(np.stack([vectors[i] for i in present]))
+    if len(present) == len(vectors):
+        return {f"{name}_embeds": embeds}
+    mask = torch.zeros(len(vectors), dtype=torch.bool)
+    mask[present] = True
+    return {f"{name}_embeds": embeds, f"{name}_mask": mask}
+
+
 class FusionDataCollator:
     """Applies a [`FusionProcessor`] to raw dataset rows and carries their labels, for ``Trainer``'s
     ``data_collator`` (use ``remove_unused_columns=False`` so the raw columns reach it).
@@ -80,6 +95,12 @@ class FusionDataCollator:
             ``num_skipped`` (shared with DataLoader workers).
         row_column: column naming each row in errors (default ``row_index``, added by ``load_fusion_dataset``);
             without it the position in the batch is named.
+        embeds_columns: modality -> column holding its precomputed pooled vector (added by
+            ``embedding_cache.cache_embeddings``); such a modality goes to the model as ``{name}_embeds`` (its
+            encoder is skipped) and its raw column is not decoded. Default: a modality whose ``{name}_embeds``
+            column is in the rows uses it; ``{}`` turns that off. A row with no vector is missing
+            (``{name}_mask`` False) when its raw value is missing too, else a bad sample (the cache left it
+            empty), whose error decoding the raw value again reproduces.
     """
 
     def __init__(
@@ -92,6 +113,7 @@ class FusionDataCollator:
         skip_bad_samples: bool = False,
         row_column: str | None = ROW_INDEX_COLUMN,
         return_tensors: str = "pt",
+        embeds_columns: Mapping[str, str] | None = None,
     ):
         if not isinstance(processor, FusionProcessor):
             raise TypeError(f"`processor` must be a FusionProcessor, got {type(processor).__name__}")
@@ -109,6 +131,14 @@ class FusionDataCollator:
                     f"modality '{name}' is read from two columns, '{taken[name]}' and '{column}'"
                 )
             taken[name] = column
+        if embeds_columns is not None:
+            unknown = sorted(set(embeds_columns) - set(processor.modalities))
+            if unknown:
+                raise ValueError(
+                    f"`embeds_columns` names unknown modalities {unknown}; the processor's modalities are "
+                    f"{processor.modality_names}"
+                )
+        self.embeds_columns = dict(embeds_columns) if embeds_columns is not None else None
         self.processor = processor
         self.columns = columns
         self.label_column = label_column
@@ -153,13 +183,22 @@ class FusionDataCollator:
         """Decode and batch ``features`` (a list of dataset rows)."""
         if not features:
             raise ValueError("the collator got an empty list of rows")
-        decoded: dict[str, list[Any]] = {name: [] for name in self.columns.values()}
+        embeds = self._embeds_columns(features[0])
+        sources = [*self.columns.items(), *((None, n) for n in embeds if n not in self.columns.values())]
+        decoded: dict[str, list[Any]] = {name: [] for _, name in sources if name not in embeds}
+        vectors: dict[str, list[Any]] = {name: [] for name in embeds}
         labels, rows, bad = [], [], []
         for position, row in enumerate(features):
             row_name = self._row_name(row, position)
             sample: dict[str, Any] = {}
             try:
-                for column, name in self.columns.items():
+                for column, name in sources:
+                    if name in embeds:
+                        try:
+                            sample[name] = self._cached_vector(name, embeds[name], column, row, row_name)
+                        except BadSampleError as error:
+                            raise error.locate(column=column, row=row_name) from error.__cause__
+                        continue
                     if column not in row:
                         raise KeyError(
                             f"column '{column}' (modality '{name}') is not in the dataset row (columns: "
@@ -180,7 +219,7 @@ class FusionDataCollator:
                 bad.append(str(error))
                 continue
             for name, value in sample.items():
-                decoded[name].append(value)
+                (vectors if name in embeds else decoded)[name].append(value)
             rows.append(row_name)
             label_key = self._label_key(row)
             if label_key is not None:
@@ -190,12 +229,44 @@ class FusionDataCollator:
                 f"every sample of this batch was bad ({len(bad)} skipped): " + "; ".join(bad[:5])
             )
         batch = self.processor.process_decoded(decoded, return_tensors=self.return_tensors)
+        for name, values in vectors.items():
+            for key, value in _embeds_fields(name, values).items():
+                batch[key] = value.numpy() if self.return_tensors == "np" else value
         if labels:
             if len(labels) != len(rows):
                 raise ValueError(f"some rows of this batch have labels and some do not (rows {rows})")
             tensor = labels_to_tensor(labels, rows)
             batch["labels"] = tensor.numpy() if self.return_tensors == "np" else tensor
         return batch
+
+    def _embeds_columns(self, row: Mapping[str, Any]) -> dict[str, str]:
+        """modality -> column of precomputed pooled vectors used for this batch."""
+        if self.embeds_columns is not None:
+            return self.embeds_columns
+        names = [name for name in self.processor.modality_names if f"{name}_embeds" in row]
+        return {name: f"{name}_embeds" for name in names}
+
+    def _cached_vector(
+        self, name: str, embeds_column: str, column: str | None, row: Mapping[str, Any], row_name: Any
+    ) -> np.ndarray | None:
+        if embeds_column not in row:
+            raise KeyError(
+                f"column '{embeds_column}' (cached embeddings of modality '{name}') is not in the dataset row "
+                f"(columns: {sorted(row)})"
+            )
+        vector = row[embeds_column]
+        if vector is not None:
+            return np.asarray(vector, dtype=np.float32)
+        value = row.get(column) if column is not None else None
+        if value is None:
+            return None  # a missing modality stays missing
+        # The cache pass left this vector empty because the sample was bad: decoding it again raises that error.
+        self.processor.decode(name, value, self.sampling_rate)
+        raise ValueError(
+            f"{row_name if isinstance(row_name, str) else f'row {row_name}'}: modality '{name}' has no cached vector "
+            f"in '{embeds_column}' but its raw value in '{column}' decodes; the embedding cache is out of date, "
+            "compute it again"
+        )
 
     def _label_key(self, row: Mapping[str, Any]) -> str | None:
         if self.label_column is None:

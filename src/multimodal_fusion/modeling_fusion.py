@@ -345,6 +345,9 @@ class FusionModel(FusionPreTrainedModel):
         super().train(mode)
         if mode:
             for encoder in self.encoders.values():
+                if not any(p.requires_grad for p in encoder.parameters()):
+                    encoder.eval()  # fully frozen: what the walk below gives, without its cost on every step
+                    continue
                 trainable_prefixes = set()
                 for param_name, param in encoder.named_parameters():
                     if param.requires_grad:

@@ -23,6 +23,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..data_collator import FusionDataCollator
 from ..data_loading import LoadedDataset, load_fusion_dataset
+from ..embedding_cache import apply_embedding_cache
 from ..modeling_fusion import FusionModel
 from ..processing_fusion import FusionProcessor
 from .arguments import DataArguments, FusionTrainingArguments, ModelArguments
@@ -217,6 +218,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Fus
         loaded = load_data(data_args, processor, training_args)
     splits = loaded.dataset
     model = build_model(model_args, loaded)
+    # Embedding cache: frozen encoders run once over the data, then train from `{name}_embeds` (issue 7).
+    splits, _ = apply_embedding_cache(
+        splits, model, processor, loaded.columns, training_args, skip_bad_samples=data_args.skip_bad_samples
+    )
     problem_type = model.config.problem_type or loaded.problem_type or "single_label_classification"
     collator = FusionDataCollator(
         processor,

@@ -1,0 +1,579 @@
+"""Frozen-encoder embedding cache: encode each frozen modality once, then train (or score) from the pooled vectors.
+
+A frozen encoder gives the same pooled vector for a sample at every step of every epoch, so recomputing it wastes
+almost all of a fusion head's training compute. [`cache_embeddings`] runs each frozen encoder once over a
+dataset with ``datasets.Dataset.map`` (batched, with a progress bar) and adds a ``{name}_embeds`` column holding
+the pooled vector ``model.get_modality_embeddings`` returns. [`FusionDataCollator`] passes such columns to the
+model as ``{name}_embeds``, which skips that encoder; trainable modalities keep running live.
+
+The cache is ``datasets``' own cache file, named by a fingerprint that covers everything the vectors depend on:
+the input dataset's fingerprint (and the size and modification time of each media file it names), the encoder's
+weights and config, the pooling module (and its weights), the ``layer`` that is pooled, the processor's settings
+for that modality and ``CACHE_VERSION``. Changing any of them gives a new cache file, never a stale one; the same
+inputs in a later run load the existing file without running any encoder. Only a *file-backed* dataset (loaded
+from files, e.g. by [`load_fusion_dataset`], or with ``load_from_disk``) gets a cache file; an in-memory dataset
+(``Dataset.from_dict``) is encoded in memory every time.
+
+A modality is cached when nothing about its pooled vector can change during training (see
+[`embedding_cache_plan`]): its encoder and pooling have no trainable parameter, no ``unfreeze_schedule`` will
+unfreeze it, and its processor applies no random augmentation. ``training/run.py`` applies the cache through
+[`apply_embedding_cache`] (``cache_embeddings: auto | true | false``); [`score_dataset`] scores a dataset from
+cached embeddings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict
+
+from .bad_samples import BadSampleError
+from .data_collator import ROW_INDEX_COLUMN, FusionDataCollator
+from .modeling_fusion import FusionModel
+from .processing_fusion import FusionProcessor
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+"""Part of every fingerprint; bump it when the way pooled vectors are computed or stored changes."""
+
+EMBEDS_SUFFIX = "_embeds"
+"""Cached column of modality ``name``: ``{name}_embeds``, the model's input name for a precomputed pooled vector."""
+
+CACHE_MODES = ("auto", "true", "false")
+
+
+def embeds_column(name: str) -> str:
+    """The column that holds modality ``name``'s cached pooled vectors (``{name}_embeds``)."""
+    return f"{name}{EMBEDS_SUFFIX}"
+
+
+# ---------------------------------------------------------------------------------------------------- fingerprints
+def _update_with_tensors(digest: Any, tensors: Mapping[str, torch.Tensor]) -> None:
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def processor_settings(processor: FusionProcessor, name: str) -> dict[str, Any]:
+    """Every setting of ``processor`` that changes modality ``name``'s model input: the processor spec (kind,
+    sampling rate, text ``max_length``...), ``max_audio_seconds`` and the sub-processor's saved configuration (an
+    image processor's / feature extractor's ``to_dict()``; a tokenizer's full ``tokenizer.json`` without the
+    truncation/padding state a call leaves behind, plus its special tokens)."""
+    spec = {k: v for k, v in processor.modalities[name].items() if k != "path"}
+    sub = processor.processors.get(name)
+    settings: dict[str, Any] = {"spec": spec, "type": type(sub).__name__ if sub is not None else None}
+    if spec["kind"] == "audio":
+        settings["max_audio_seconds"] = processor._max_audio_seconds(name)
+    if sub is None:
+        return settings
+    backend = getattr(sub, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        settings["tokenizer"] = state
+        settings["special_tokens"] = {
+            k: str(v) for k, v in getattr(sub, "special_tokens_map", {}).items() if isinstance(v, str)
+        }
+        settings["padding_side"] = getattr(sub, "padding_side", None)
+    elif hasattr(sub, "get_vocab") and not hasattr(sub, "to_dict"):
+        # a tokenizer without a tokenizers backend
+        settings["vocab"] = sorted(sub.get_vocab().items())
+        settings["init_kwargs"] = {
+            k: v for k, v in getattr(sub, "init_kwargs", {}).items() if k != "name_or_path"
+        }
+    else:
+        settings["processor"] = {
+            k: v for k, v in sub.to_dict().items() if k not in ("_processor_class", "processor_class")
+        }
+    settings["augment"] = has_random_augmentation(processor, name)
+    return settings
+
+
+def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: str) -> str:
+    """Fingerprint (hex) of everything modality ``name``'s pooled vector depends on, apart from the sample.
+
+    Covers the encoder's weights and buffers (bytes, dtype, shape), the encoder config, the model config's
+    ``kind``/``pooling``/``layer`` for the modality, the pooling module's weights, the processor settings of
+    [`processor_settings`] and ``CACHE_VERSION``. Two models with equal weights and settings give the same
+    fingerprint (so a cache is reused); changing any of them gives another one.
+    """
+    if name not in model.config.modalities:
+        raise ValueError(
+            f"unknown modality '{name}'; the model's modalities are {model.config.modality_names}"
+        )
+    if name not in processor.modalities:
+        raise ValueError(f"modality '{name}' is not in the processor (modalities {processor.modality_names})")
+    spec = model.config.modalities[name]
+    digest = hashlib.sha256()
+    digest.update(f"multimodal_fusion.embedding_cache v{CACHE_VERSION}|".encode())
+    model_settings = {key: spec.get(key) for key in ("kind", "pooling", "layer", "input_dim", "hidden_sizes")}
+    encoder_config = spec.get("config")
+    if encoder_config is not None:
+        config = encoder_config.to_dict()
+        for key in ("_name_or_path", "transformers_version", "architectures", "id2label", "label2id"):
+            config.pop(key, None)
+        model_settings["encoder_config"] = config
+    digest.update(_json(model_settings).encode())
+    digest.update(_json(processor_settings(processor, name)).encode())
+    _update_with_tensors(digest, model.encoders[name].state_dict())
+    if name in model.poolers:
+        _update_with_tensors(digest, {f"pooler.{k}": v for k, v in model.poolers[name].state_dict().items()})
+    return digest.hexdigest()
+
+
+def media_files_signature(dataset: Dataset, columns: Sequence[str]) -> str:
+    """Hash of the size and modification time of every local file named in ``columns`` (string columns only).
+
+    A dataset of file paths keeps its fingerprint when a file it names is rewritten in place; this signature does
+    not, so the cache is recomputed. Paths that do not exist (or are not strings) count as such."""
+    digest = hashlib.sha256()
+    for column in columns:
+        feature = dataset.features.get(column)
+        if not isinstance(feature, datasets.Value) or "string" not in feature.dtype:
+            continue  # embedded media (bytes) are covered by the dataset's own fingerprint
+        digest.update(f"|{column}|".encode())
+        for value in dataset.data.column(column).to_pylist():
+            if isinstance(value, str) and value and "://" not in value:
+                try:
+                    stat = os.stat(value)
+                    digest.update(f"{value}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                except OSError:
+                    digest.update(f"{value}\0missing\n".encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------- what applies
+def has_random_augmentation(processor: FusionProcessor, name: str) -> bool:
+    """Whether modality ``name``'s processor applies random training transforms, so a sample's input (and pooled
+    vector) differs between epochs and cannot be cached.
+
+    The package itself never augments (timm image processors run their evaluation transforms); a processor spec or
+    sub-processor with a truthy ``augment`` attribute declares augmentation (where an augmentation option would
+    set it)."""
+    spec = processor.modalities.get(name, {})
+    sub = processor.processors.get(name)
+    return bool(spec.get("augment") or getattr(sub, "augment", False))
+
+
+def embedding_cache_plan(
+    model: FusionModel, processor: FusionProcessor | None = None, unfreeze_schedule: Any = None
+) -> dict[str, str | None]:
+    """For every modality of ``model``: ``None`` when its pooled vectors can be cached for training, else why not.
+
+    A modality can be cached when its encoder has no trainable parameter (``trainable_layers: 0``), its pooling
+    has none either (``attention`` pooling learns), ``unfreeze_schedule`` will not unfreeze it (``"gradual"``
+    unfreezes every encoder not already ``"all"``; an explicit schedule the modalities it names), and its
+    processor applies no random augmentation ([`has_random_augmentation`])."""
+    from .training.unfreezing import will_unfreeze  # lazily: it pulls in the training package (Trainer)
+
+    unfrozen = will_unfreeze(model, unfreeze_schedule)
+    plan: dict[str, str | None] = {}
+    for name, spec in model.config.modalities.items():
+        if any(p.requires_grad for p in model.encoders[name].parameters()):
+            plan[name] = f"its encoder trains (trainable_layers={spec['trainable_layers']!r})"
+        elif name in model.poolers and any(p.requires_grad for p in model.poolers[name].parameters()):
+            plan[name] = f"its '{spec['pooling']}' pooling has weights that train"
+        elif name in unfrozen:
+            plan[name] = "`unfreeze_schedule` will unfreeze it"
+        elif (
+            processor is not None
+            and name in processor.modalities
+            and has_random_augmentation(processor, name)
+        ):
+            plan[name] = "its processor applies random augmentation (a sample's input changes every epoch)"
+        else:
+            plan[name] = None
+    return plan
+
+
+def cacheable_modalities(
+    model: FusionModel, training_args: Any = None, processor: FusionProcessor | None = None
+) -> list[str]:
+    """Modalities whose pooled vectors stay fixed during training (see [`embedding_cache_plan`]); reads
+    ``unfreeze_schedule`` from ``training_args`` when given."""
+    plan = embedding_cache_plan(model, processor, getattr(training_args, "unfreeze_schedule", None))
+    return [name for name, reason in plan.items() if reason is None]
+
+
+# ---------------------------------------------------------------------------------------------------- caching
+def _modality_columns(
+    processor: FusionProcessor, columns: Mapping[str, str] | None, names: Sequence[str]
+) -> dict[str, str]:
+    """modality -> column for ``names`` from a column -> modality mapping (default: same names)."""
+    columns = dict(columns) if columns is not None else {name: name for name in processor.modality_names}
+    by_modality = {name: column for column, name in columns.items()}
+    missing = [name for name in names if name not in by_modality]
+    if missing:
+        raise ValueError(
+            f"modalities {missing} have no column; `columns` (column -> modality) maps {columns}"
+        )
+    return {name: by_modality[name] for name in names}
+
+
+class _Encoder:
+    """The ``Dataset.map`` function: decode one batch of raw rows per modality, run the model's encoder and
+    pooling, return ``{name}_embeds`` (``None`` where the sample is missing, or bad and skipped)."""
+
+    def __init__(
+        self, model, processor, modality_columns, sampling_rate, skip_bad_samples, device, row_column
+    ):
+        self.model = model
+        self.processor = processor
+        self.modality_columns = modality_columns
+        self.sampling_rate = sampling_rate
+        self.skip_bad_samples = skip_bad_samples
+        self.device = device
+        self.row_column = row_column
+        self.rows_encoded = 0
+        self.skipped: list[str] = []
+
+    def __call__(self, *args: Any) -> dict[str, list[Any]]:
+        *values, indices = args
+        row_names = values.pop() if self.row_column is not None else indices
+        out: dict[str, list[Any]] = {}
+        for (name, column), raw in zip(self.modality_columns.items(), values, strict=True):
+            decoded: list[Any] = []
+            for value, row in zip(raw, row_names, strict=True):
+                if value is None:
+                    decoded.append(None)
+                    continue
+                try:
+                    decoded.append(self.processor.decode(name, value, self.sampling_rate))
+                except BadSampleError as error:
+                    error.locate(column=column, row=row)
+                    if not self.skip_bad_samples:
+                        raise
+                    logger.warning("embedding cache: %s (left empty; the collator skips it)", error)
+                    self.skipped.append(str(error))
+                    decoded.append(None)
+            present = [i for i, sample in enumerate(decoded) if sample is not None]
+            vectors: list[Any] = [None] * len(decoded)
+            if present:
+                batch = self.processor.process_decoded({name: [decoded[i] for i in present]})
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                with torch.no_grad():
+                    pooled = self.model.get_modality_embeddings(**batch)[name]
+                pooled = pooled.float().cpu().numpy()
+                for position, i in enumerate(present):
+                    vectors[i] = pooled[position]
+                self.rows_encoded += len(present)
+            out[embeds_column(name)] = vectors
+        return out
+
+
+def cache_embeddings(
+    dataset: Dataset | DatasetDict,
+    model: FusionModel,
+    processor: FusionProcessor,
+    columns: Mapping[str, str] | None = None,
+    modalities: Sequence[str] | None = None,
+    *,
+    batch_size: int = 32,
+    sampling_rate: int | Mapping[str, int] | None = None,
+    skip_bad_samples: bool = False,
+    device: str | torch.device | None = None,
+    load_from_cache_file: bool | None = None,
+) -> Dataset | DatasetDict:
+    """Add a ``{name}_embeds`` column (float32 ``[pooled_dim]`` per row) for each modality in ``modalities``.
+
+    Each row's raw value (file path, bytes, array, text; ``None`` = missing) is decoded and processed as
+    [`FusionDataCollator`] would, then ``model.get_modality_embeddings`` gives the pooled vector the live path
+    computes. Runs as ``Dataset.map(batched=True)`` with a progress bar; the result is stored in ``datasets``'
+    cache under a fingerprint of the input dataset and of [`embedding_fingerprint`] (weights, processor settings,
+    pooling, layer), so a later call with the same inputs loads it without running an encoder. Only file-backed
+    datasets get a cache file (see the module docstring).
+
+    Args:
+        dataset: raw rows (a ``Dataset`` or every split of a ``DatasetDict``).
+        model: the fusion model; it is put in eval mode while encoding and restored afterwards.
+        processor: the model's processor.
+        columns: column -> modality, as the collator takes it (default: each modality reads its own name).
+        modalities: which modalities to cache (default: [`cacheable_modalities`] of ``model`` and ``processor``).
+        batch_size: rows encoded together.
+        sampling_rate: rate of raw audio arrays that carry none (as the collator's).
+        skip_bad_samples: leave a bad sample's vector empty (logged) instead of raising; the collator then skips
+            the row as it does live. Missing samples (``None``) always stay missing (``{name}_mask`` False).
+        device: where to encode (default: where the model is); the model is moved back afterwards.
+        load_from_cache_file: passed to ``Dataset.map`` (``None``: reuse cache files when caching is enabled).
+
+    Returns the dataset with the added columns (the raw columns are kept).
+    """
+    names = list(cacheable_modalities(model, processor=processor) if modalities is None else modalities)
+    for name in names:
+        if name not in model.config.modalities:
+            raise ValueError(
+                f"unknown modality '{name}'; the model's modalities are {model.config.modality_names}"
+            )
+        if has_random_augmentation(processor, name):
+            raise ValueError(
+                f"modality '{name}': its processor applies random augmentation, so its embeddings change every "
+                "epoch and cannot be cached; leave it out of `modalities`"
+            )
+    options = {
+        "model": model,
+        "processor": processor,
+        "columns": columns,
+        "names": names,
+        "fingerprints": {name: embedding_fingerprint(model, processor, name) for name in names},
+        "batch_size": batch_size,
+        "sampling_rate": sampling_rate,
+        "skip_bad_samples": skip_bad_samples,
+        "device": device,
+        "load_from_cache_file": load_from_cache_file,
+    }
+    if isinstance(dataset, DatasetDict):
+        return DatasetDict({split: _cache_split(part, split, **options) for split, part in dataset.items()})
+    return _cache_split(dataset, None, **options)
+
+
+def _cache_split(
+    dataset: Dataset,
+    split: str | None,
+    *,
+    model: FusionModel,
+    processor: FusionProcessor,
+    columns: Mapping[str, str] | None,
+    names: Sequence[str],
+    fingerprints: Mapping[str, str],
+    batch_size: int,
+    sampling_rate: Any,
+    skip_bad_samples: bool,
+    device: Any,
+    load_from_cache_file: bool | None,
+) -> Dataset:
+    if not names:
+        return dataset
+    modality_columns = _modality_columns(processor, columns, names)
+    missing = [column for column in modality_columns.values() if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"columns {missing} not in the dataset (columns: {dataset.column_names})")
+    row_column = ROW_INDEX_COLUMN if ROW_INDEX_COLUMN in dataset.column_names else None
+    new_fingerprint = hashlib.sha256(
+        _json(
+            {
+                "dataset": dataset._fingerprint,
+                "media": media_files_signature(dataset, list(modality_columns.values())),
+                "modalities": [[name, modality_columns[name], fingerprints[name]] for name in names],
+                "sampling_rate": sampling_rate,
+                "version": CACHE_VERSION,
+            }
+        ).encode()
+    ).hexdigest()[:32]
+    features = dataset.features.copy()
+    for name in names:
+        features[embeds_column(name)] = datasets.List(
+            datasets.Value("float32"), length=model.pooled_dims[name]
+        )
+    original_device = model.classifier.weight.device
+    device = torch.device(device) if device is not None else original_device
+    encoder = _Encoder(
+        model, processor, modality_columns, sampling_rate, skip_bad_samples, device, row_column
+    )
+    was_training = model.training
+    model.eval()
+    if device != original_device:
+        model.to(device)
+    try:
+        result = dataset.map(
+            encoder,
+            batched=True,
+            batch_size=batch_size,
+            with_indices=True,
+            input_columns=[*modality_columns.values(), *([row_column] if row_column else [])],
+            features=features,
+            new_fingerprint=new_fingerprint,
+            load_from_cache_file=load_from_cache_file,
+            desc=f"caching {'/'.join(names)} embeddings" + (f" ({split})" if split else ""),
+        )
+    finally:
+        if device != original_device:
+            model.to(original_device)
+        model.train(was_training)
+    where = f"split '{split}'" if split else "dataset"
+    if encoder.rows_encoded:
+        logger.info(
+            f"embedding cache: {where}: encoded {encoder.rows_encoded} samples of {names} "
+            f"(fingerprint {new_fingerprint}; {len(encoder.skipped)} bad samples left empty)"
+        )
+    else:
+        logger.info(
+            f"embedding cache: {where}: {names} loaded from the cache (fingerprint {new_fingerprint})"
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def apply_embedding_cache(
+    splits: DatasetDict | Mapping[str, Dataset],
+    model: FusionModel,
+    processor: FusionProcessor,
+    columns: Mapping[str, str] | None,
+    training_args: Any,
+    *,
+    skip_bad_samples: bool = False,
+    sampling_rate: int | Mapping[str, int] | None = None,
+) -> tuple[DatasetDict, list[str]]:
+    """``training/run.py``'s step: cache the frozen modalities of every split as ``training_args.cache_embeddings``
+    says, and return ``(splits, cached modality names)``.
+
+    - ``"false"``: nothing is cached.
+    - ``"auto"`` (default): every modality of [`embedding_cache_plan`] that can be cached is; the others are
+      logged with the reason and keep running live.
+    - ``"true"``: as ``"auto"``, but a frozen modality whose processor augments raises a ``ValueError`` naming it,
+      and so does a model with no cacheable modality at all.
+
+    Encodes on ``training_args.device`` with ``per_device_eval_batch_size`` rows at a time, the main process first
+    (the others then load its cache files).
+    """
+    mode = str(getattr(training_args, "cache_embeddings", "auto")).lower()
+    if mode not in CACHE_MODES:
+        raise ValueError(f"`cache_embeddings` must be one of {CACHE_MODES}, got {mode!r}")
+    splits = DatasetDict(splits)
+    if mode == "false":
+        logger.info("embedding cache: off (cache_embeddings=false); every encoder runs live")
+        return splits, []
+    plan = embedding_cache_plan(model, processor, getattr(training_args, "unfreeze_schedule", None))
+    with_column = set((columns or {n: n for n in processor.modality_names}).values())
+    for name in plan:
+        if plan[name] is None and name not in with_column:
+            plan[name] = "the dataset has no column for it"
+    if mode == "true":
+        augmented = [name for name, reason in plan.items() if reason is not None and "augmentation" in reason]
+        if augmented:
+            raise ValueError(
+                f"cache_embeddings=true: modalities {augmented} are frozen but their processor applies random "
+                "augmentation, so their embeddings change every epoch; turn augmentation off for them or use "
+                "cache_embeddings=auto (which runs them live)"
+            )
+        if all(reason is not None for reason in plan.values()):
+            reasons = "; ".join(f"'{name}': {reason}" for name, reason in plan.items())
+            raise ValueError(f"cache_embeddings=true, but no modality can be cached ({reasons})")
+    names = [name for name, reason in plan.items() if reason is None]
+    for name, reason in plan.items():
+        if reason is not None:
+            logger.info(f"embedding cache: modality '{name}' runs live: {reason}")
+    if not names:
+        return splits, []
+    main_process_first = getattr(training_args, "main_process_first", None)
+    device = getattr(training_args, "device", None)
+    batch_size = getattr(training_args, "per_device_eval_batch_size", 32)
+    context = (
+        main_process_first(desc="caching embeddings") if main_process_first else contextlib.nullcontext()
+    )
+    with context:
+        splits = cache_embeddings(
+            splits,
+            model,
+            processor,
+            columns,
+            names,
+            batch_size=batch_size,
+            sampling_rate=sampling_rate,
+            skip_bad_samples=skip_bad_samples,
+            device=device,
+        )
+    logger.info(f"embedding cache: training {names} from cached embeddings (their encoders are skipped)")
+    return splits, names
+
+
+# ---------------------------------------------------------------------------------------------------- inference
+@dataclass
+class ScoringOutput:
+    """What [`score_dataset`] returns.
+
+    Attributes:
+        logits: ``[N, num_labels]`` float32, in dataset order.
+        labels: the label column as an array (``None`` without ``label_column``).
+        cached_modalities: modalities scored from cached embeddings.
+    """
+
+    logits: np.ndarray
+    labels: np.ndarray | None
+    cached_modalities: list[str]
+
+
+def score_dataset(
+    model: FusionModel,
+    processor: FusionProcessor,
+    dataset: Dataset,
+    columns: Mapping[str, str] | None = None,
+    *,
+    modalities: Sequence[str] | None = None,
+    label_column: str | None = None,
+    batch_size: int = 64,
+    sampling_rate: int | Mapping[str, int] | None = None,
+    device: str | torch.device | None = None,
+) -> ScoringOutput:
+    """Batch inference over ``dataset`` through the embedding cache: logits for every row, in order.
+
+    At inference no encoder trains, so by default every modality with a column is cached (``modalities=[]``
+    scores live). Embeddings already cached with the same weights and settings (for example the test split of a
+    frozen-encoder training run) are loaded, not recomputed; scoring the same data with another head that shares
+    the encoders costs one pass over the cached vectors. Bad samples raise (a row cannot be left out of the
+    scores).
+    """
+    column_map = dict(columns) if columns is not None else {n: n for n in processor.modality_names}
+    if modalities is None:
+        present = set(dataset.column_names)
+        modalities = [
+            name
+            for column, name in column_map.items()
+            if column in present and not has_random_augmentation(processor, name)
+        ]
+    device = torch.device(device) if device is not None else model.classifier.weight.device
+    dataset = cache_embeddings(
+        dataset,
+        model,
+        processor,
+        column_map,
+        modalities,
+        batch_size=batch_size,
+        sampling_rate=sampling_rate,
+        device=device,
+    )
+    cached = [name for name in modalities if embeds_column(name) in dataset.column_names]
+    collator = FusionDataCollator(processor, column_map, label_column=None, sampling_rate=sampling_rate)
+    keep = [
+        c
+        for c in dataset.column_names
+        if c in column_map or c.endswith(EMBEDS_SUFFIX) or c == ROW_INDEX_COLUMN
+    ]
+    rows_source = dataset.select_columns(keep).with_format(None)
+    was_training = model.training
+    original_device = model.classifier.weight.device
+    model.eval()
+    model.to(device)
+    logits = []
+    try:
+        for start in range(0, len(rows_source), batch_size):
+            part = rows_source[start : start + batch_size]
+            rows = [dict(zip(part, values, strict=True)) for values in zip(*part.values(), strict=True)]
+            batch = {k: v.to(device) for k, v in collator(rows).items()}
+            with torch.no_grad():
+                logits.append(model(**batch).logits.float().cpu())
+    finally:
+        model.to(original_device)
+        model.train(was_training)
+    labels = None
+    if label_column is not None:
+        labels = np.asarray(dataset.with_format(None)[label_column])
+    num_labels = model.config.num_labels
+    stacked = torch.cat(logits).numpy() if logits else np.zeros((0, num_labels), dtype=np.float32)
+    return ScoringOutput(logits=stacked, labels=labels, cached_modalities=cached)
