@@ -287,6 +287,16 @@ def test_score_dataset_from_cached_embeddings(tiny_dir, data):
     assert counter.calls == calls and abs(again.logits - scored.logits).max() == 0
 
 
+def test_half_precision_model_takes_float32_cached_vectors(tiny_dir, data):
+    processor = processor_for(tiny_dir)
+    model = build(tiny_dir).to(torch.bfloat16).eval()
+    test = load(data, processor).dataset["test"]
+    live = score_dataset(model, processor, test, COLUMNS, modalities=[])
+    cached = score_dataset(model, processor, test, COLUMNS)
+    assert cached.cached_modalities == ["image", "audio", "text"]
+    assert abs(cached.logits - live.logits).max() <= 1e-3  # bf16 vectors round-trip through float32 exactly
+
+
 def test_run_py_trains_from_the_cache_and_reuses_it(hub_ids, tmp_path, monkeypatch):
     from multimodal_fusion import embedding_cache
 

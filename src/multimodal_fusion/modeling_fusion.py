@@ -539,8 +539,8 @@ class FusionModel(FusionPreTrainedModel):
         """Pooled vectors ``[n_present, pooled_dim]`` for the present rows, or ``None`` when none is present."""
         if not bool(present.any()):
             return None
-        if "embeds" in fields:
-            return fields["embeds"][present]
+        if "embeds" in fields:  # cached float32 vectors follow the projection's dtype, as encoder inputs do
+            return fields["embeds"][present].to(self.projections[name][0].weight.dtype)
         inputs = {k: v for k, v in fields.items() if k != "mask"}
         if not bool(present.all()):
             inputs = {k: v[present] for k, v in inputs.items()}
