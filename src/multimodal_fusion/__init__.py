@@ -6,6 +6,7 @@ from .bad_samples import BadSampleError
 from .configuration_fusion import MODALITY_KINDS, FusionConfig
 from .data_collator import FusionDataCollator, labels_to_tensor
 from .data_loading import LoadedDataset, add_length_column, encode_labels, load_fusion_dataset
+from .embedding_cache import cache_embeddings, embedding_fingerprint, score_dataset
 from .encoder_layout import EncoderLayout
 from .fusion_layers import FUSION_REGISTRY, FusionOutput, register_fusion
 from .modeling_fusion import FusionModel, FusionModelOutput, FusionPreTrainedModel, load_encoder
@@ -35,10 +36,13 @@ __all__ = [
     "FusionProcessor",
     "LoadedDataset",
     "add_length_column",
+    "cache_embeddings",
+    "embedding_fingerprint",
     "encode_labels",
     "labels_to_tensor",
     "load_fusion_dataset",
     "load_encoder",
     "register_fusion",
     "register_pooling",
+    "score_dataset",
 ]

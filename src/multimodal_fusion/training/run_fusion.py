@@ -196,7 +196,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return run(*parse_arguments(argv)).metrics
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, training_args: FusionTrainingArguments) -> RunOutput:
+def run(
+    model_args: ModelArguments, data_args: DataArguments, training_args: FusionTrainingArguments
+) -> RunOutput:
     """Train, evaluate (validation and test), save and optionally push."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
