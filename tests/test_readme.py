@@ -1,0 +1,40 @@
+"""The README's model and processor examples run as written: the tiny test encoders are placed in the offline
+Hub cache under the very repo ids the README uses."""
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import HUB_CACHE
+
+from tiny_encoders import write_hub_cache
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+README_IDS = {
+    "google/vit-base-patch16-224-in21k": "vit",
+    "facebook/wav2vec2-base": "wav2vec2_group",  # the base checkpoint has group norm
+    "bert-base-uncased": "bert",
+}
+
+
+def python_blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+@pytest.fixture(scope="module")
+def readme_ids(tiny_dir):
+    for repo_id, folder in README_IDS.items():
+        write_hub_cache(HUB_CACHE, repo_id, tiny_dir / folder)
+
+
+@pytest.mark.parametrize(
+    "marker",
+    ["model = FusionModel.from_encoders(\n    encoders,", 'batch = processor(\n    image=[Image.new("L"'],
+)
+def test_readme_example_runs(readme_ids, marker, tmp_path, monkeypatch):
+    block = next(b for b in python_blocks() if marker in b)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    logits = namespace["model"](**namespace["batch"]).logits
+    assert logits.shape[0] == 2 and logits.shape[1] in (3, 7)
