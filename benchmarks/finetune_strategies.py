@@ -37,7 +37,7 @@ STRATEGIES = {
     "full fine-tune": ["--trainable_layers", "all"],
     "top-2 blocks": ["--trainable_layers", "2"],
     "gradual unfreezing": ["--trainable_layers", "0", "--unfreeze_schedule", "gradual"],
-    "gradual + L2-SP": ["--trainable_layers", "0", "--unfreeze_schedule", "gradual", "--l2sp_weight", "0.01"],
+    "gradual + L2-SP": ["--trainable_layers", "0", "--unfreeze_schedule", "gradual", "--l2sp_weight", "1.0"],
 }
 PROCESSORS = {"image": AutoImageProcessor, "audio": AutoFeatureExtractor, "text": AutoTokenizer}
 
