@@ -48,8 +48,9 @@ def plot_training_curves(per_fusion: dict[str, Any], path: Path) -> None:
             acc_ax.plot(*zip(*evals, strict=True), marker="o", label=fusion)
     loss_ax.set(xlabel="step", ylabel="training loss", title="Training loss")
     acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
-    loss_ax.legend(fontsize=8)
-    acc_ax.legend(fontsize=8)
+    for ax in (loss_ax, acc_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
