@@ -205,3 +205,31 @@ def test_from_encoders_errors_name_the_modality(tiny_paths, tmp_path):
     Path(tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="'image'.*empty"):
         FusionModel.from_encoders({"image": str(tmp_path / "empty")}, **SMALL)
+
+
+def test_push_to_hub_uploads_weights_code_processor_and_card(tiny_paths, monkeypatch):
+    import huggingface_hub
+
+    from multimodal_fusion import FusionProcessor
+
+    uploaded = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        uploaded["repo"] = repo_id
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        uploaded["files"] = sorted(
+            str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file()
+        )
+        uploaded["card"] = (Path(folder_path) / "README.md").read_text()
+        return "commit"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    model = FusionModel.from_encoders(tiny_paths, fusion="gated", **SMALL)
+    assert model.push_to_hub("me/fused", processor=FusionProcessor.from_encoders(tiny_paths)) == "commit"
+    files = set(uploaded["files"])
+    assert uploaded["repo"] == "me/fused"
+    assert {"model.safetensors", "config.json", "modeling_fusion.py", "configuration_fusion.py"} <= files
+    assert {"processor_config.json", "README.md"} <= files and any(f.startswith("text/") for f in files)
+    assert "gated" in uploaded["card"] and "trainable layers" in uploaded["card"]
