@@ -47,13 +47,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import datasets  # noqa: E402
 import numpy as np  # noqa: E402
-import soundfile  # noqa: E402
 import torch  # noqa: E402
 import transformers as T  # noqa: E402
-from PIL import Image  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from multimodal_fusion import FusionDataCollator, FusionModel, FusionProcessor, load_fusion_dataset  # noqa: E402
+from multimodal_fusion.demo.dataset import generate_demo_dataset  # noqa: E402
 from multimodal_fusion.embedding_cache import cache_embeddings  # noqa: E402
 from multimodal_fusion.training import FusionTrainer, FusionTrainingArguments  # noqa: E402
 
@@ -68,48 +67,9 @@ SAMPLING_RATE = 16000
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def synthetic_dataset(root: Path, num_samples: int, seed: int = 0) -> dict[str, Path]:
-    """Fallback when the demo generator is missing: coloured-digit images, tones, phrases (same shapes)."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "audio").mkdir(exist_ok=True)
-    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    sizes = {"train": num_samples - 2 * (num_samples // 10), "validation": num_samples // 10}
-    sizes["test"] = num_samples - sum(sizes.values())
-    files = {}
-    for split, count in sizes.items():
-        rows = []
-        for i in range(count):
-            label = i % 10
-            pixels = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
-            pixels[8:24, 8 + label : 12 + label] += 150
-            Image.fromarray(pixels).save(root / f"images/{split}_{i}.png")
-            t = np.arange(int(rng.uniform(0.25, 1.0) * SAMPLING_RATE)) / SAMPLING_RATE
-            wave = 0.4 * np.sin(2 * np.pi * (400 + 100 * label) * t) + 0.05 * rng.standard_normal(t.size)
-            soundfile.write(root / f"audio/{split}_{i}.wav", wave.astype(np.float32), SAMPLING_RATE)
-            text = f"the number is {words[label]}"
-            rows.append(
-                {
-                    "image": f"images/{split}_{i}.png",
-                    "audio": f"audio/{split}_{i}.wav",
-                    "text": text,
-                    "label": label,
-                }
-            )
-        files[split] = root / f"{split}.csv"
-        with open(files[split], "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["image", "audio", "text", "label"])
-            writer.writeheader()
-            writer.writerows(rows)
-    return files
-
-
-def make_data(root: Path, num_samples: int) -> tuple[dict[str, Path], str]:
-    try:
-        from multimodal_fusion.demo.dataset import generate_demo_dataset
-    except ImportError:
-        return synthetic_dataset(root, num_samples), "synthetic (demo generator not importable)"
-    return generate_demo_dataset(root, num_samples=num_samples, progress=False), "demo"
+def make_data(root: Path, num_samples: int) -> dict[str, Path]:
+    """The demo dataset (real files + csv splits)."""
+    return generate_demo_dataset(root, num_samples=num_samples, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------- encoders
@@ -265,7 +225,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="feature-cache-bench-") as tmp:
         tmp = Path(tmp)
         os.environ["HF_DATASETS_CACHE"] = str(tmp / "datasets-cache")  # a fresh cache: nothing reused
-        files, source = make_data(tmp / "data", options.num_samples)
+        files = make_data(tmp / "data", options.num_samples)
         with open(files["train"], newline="") as handle:
             texts = [row["text"] for row in csv.DictReader(handle)]
         paths = make_encoders(tmp / "encoders", texts, options.hidden_size, options.layers)
@@ -275,7 +235,7 @@ def main() -> None:
         )
         train_rows, validation_rows = loaded.dataset["train"], loaded.dataset["validation"]
         print(
-            f"data: {source}, {len(train_rows)} train / {len(validation_rows)} validation samples; "
+            f"data: demo, {len(train_rows)} train / {len(validation_rows)} validation samples; "
             f"{options.epochs} epochs, batch {options.batch_size}, encoders {options.layers} layers x "
             f"{options.hidden_size} wide, all frozen"
         )
