@@ -16,15 +16,14 @@ from multimodal_fusion import (
     FusionProcessor,
     load_fusion_dataset,
 )
-from multimodal_fusion.embedding_cache import (
+from multimodal_fusion.embedding_cache import cache_embeddings, embedding_fingerprint
+from multimodal_fusion.inference import score_dataset
+from multimodal_fusion.training import FusionTrainer, FusionTrainingArguments
+from multimodal_fusion.training.embedding_cache_policy import (
     apply_embedding_cache,
-    cache_embeddings,
     cacheable_modalities,
     embedding_cache_plan,
-    embedding_fingerprint,
-    score_dataset,
 )
-from multimodal_fusion.training import FusionTrainer, FusionTrainingArguments
 from multimodal_fusion.training.run_fusion import main
 
 COLUMNS = {"image": "image", "audio": "audio", "text": "text"}

@@ -6,9 +6,11 @@ from .bad_samples import BadSampleError
 from .configuration_fusion import MODALITY_KINDS, FusionConfig
 from .data_collator import FusionDataCollator, labels_to_tensor
 from .data_loading import LoadedDataset, add_length_column, encode_labels, load_fusion_dataset
-from .embedding_cache import cache_embeddings, embedding_fingerprint, score_dataset
+from .embedding_cache import cache_embeddings, embedding_fingerprint
 from .encoder_layout import EncoderLayout
 from .fusion_layers import FUSION_REGISTRY, FusionOutput, register_fusion
+from .hub import push_model_to_hub
+from .inference import ScoringOutput, score_dataset
 from .modeling_fusion import FusionModel, FusionModelOutput, FusionPreTrainedModel, load_encoder
 from .pooling_layers import POOLING_REGISTRY, register_pooling
 from .processing_fusion import FusionProcessor
@@ -20,11 +22,13 @@ AutoModel.register(FusionConfig, FusionModel, exist_ok=True)
 FusionConfig.register_for_auto_class()
 FusionModel.register_for_auto_class("AutoModel")
 AutoProcessor.register(FusionConfig, FusionProcessor, exist_ok=True)
+FusionPreTrainedModel.hub_uploader = push_model_to_hub  # the model layer cannot import the Hub layer
 
 __all__ = [
     "FUSION_REGISTRY",
     "MODALITY_KINDS",
     "POOLING_REGISTRY",
+    "ScoringOutput",
     "BadSampleError",
     "EncoderLayout",
     "FusionConfig",
@@ -44,5 +48,6 @@ __all__ = [
     "load_encoder",
     "register_fusion",
     "register_pooling",
+    "push_model_to_hub",
     "score_dataset",
 ]

@@ -17,28 +17,25 @@ from files, e.g. by [`load_fusion_dataset`], or with ``load_from_disk``) gets a 
 A modality is cached when nothing about its pooled vector can change during training (see
 [`embedding_cache_plan`]): its encoder and pooling have no trainable parameter, no ``unfreeze_schedule`` will
 unfreeze it, and its processor applies no random augmentation. ``training/run.py`` applies the cache through
-[`apply_embedding_cache`] (``cache_embeddings: auto | true | false``); [`score_dataset`] scores a dataset from
-cached embeddings.
+``training.embedding_cache_policy.apply_embedding_cache`` (``cache_embeddings: auto | true | false``);
+``inference.score_dataset`` scores a dataset from cached embeddings.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 
 from .bad_samples import BadSampleError
-from .data_collator import ROW_INDEX_COLUMN, FusionDataCollator
+from .data_collator import ROW_INDEX_COLUMN
 from .modeling_fusion import FusionModel
 from .processing_fusion import FusionProcessor
 
@@ -172,18 +169,15 @@ def has_random_augmentation(processor: FusionProcessor, name: str) -> bool:
     return bool(spec.get("augment") or getattr(sub, "augment", False))
 
 
-def embedding_cache_plan(
-    model: FusionModel, processor: FusionProcessor | None = None, unfreeze_schedule: Any = None
+def cache_plan(
+    model: FusionModel, processor: FusionProcessor | None = None, unfrozen: Collection[str] = ()
 ) -> dict[str, str | None]:
-    """For every modality of ``model``: ``None`` when its pooled vectors can be cached for training, else why not.
+    """For every modality of ``model``: ``None`` when its pooled vectors stay fixed (can be cached), else why not.
 
     A modality can be cached when its encoder has no trainable parameter (``trainable_layers: 0``), its pooling
-    has none either (``attention`` pooling learns), ``unfreeze_schedule`` will not unfreeze it (``"gradual"``
-    unfreezes every encoder not already ``"all"``; an explicit schedule the modalities it names), and its
-    processor applies no random augmentation ([`has_random_augmentation`])."""
-    from .training.unfreezing import will_unfreeze  # lazily: it pulls in the training package (Trainer)
-
-    unfrozen = will_unfreeze(model, unfreeze_schedule)
+    has none either (``attention`` pooling learns), it is not in ``unfrozen`` (the modalities an unfreezing
+    schedule will make trainable; see ``training.embedding_cache_policy``), and its processor applies no random
+    augmentation ([`has_random_augmentation`])."""
     plan: dict[str, str | None] = {}
     for name, spec in model.config.modalities.items():
         if any(p.requires_grad for p in model.encoders[name].parameters()):
@@ -201,15 +195,6 @@ def embedding_cache_plan(
         else:
             plan[name] = None
     return plan
-
-
-def cacheable_modalities(
-    model: FusionModel, training_args: Any = None, processor: FusionProcessor | None = None
-) -> list[str]:
-    """Modalities whose pooled vectors stay fixed during training (see [`embedding_cache_plan`]); reads
-    ``unfreeze_schedule`` from ``training_args`` when given."""
-    plan = embedding_cache_plan(model, processor, getattr(training_args, "unfreeze_schedule", None))
-    return [name for name, reason in plan.items() if reason is None]
 
 
 # ---------------------------------------------------------------------------------------------------- caching
@@ -305,7 +290,7 @@ def cache_embeddings(
         model: the fusion model; it is put in eval mode while encoding and restored afterwards.
         processor: the model's processor.
         columns: column -> modality, as the collator takes it (default: each modality reads its own name).
-        modalities: which modalities to cache (default: [`cacheable_modalities`] of ``model`` and ``processor``).
+        modalities: which modalities to cache (default: those [`cache_plan`] finds fixed).
         batch_size: rows encoded together.
         sampling_rate: rate of raw audio arrays that carry none (as the collator's).
         skip_bad_samples: leave a bad sample's vector empty (logged) instead of raising; the collator then skips
@@ -315,7 +300,9 @@ def cache_embeddings(
 
     Returns the dataset with the added columns (the raw columns are kept).
     """
-    names = list(cacheable_modalities(model, processor=processor) if modalities is None else modalities)
+    if modalities is None:
+        modalities = [name for name, reason in cache_plan(model, processor).items() if reason is None]
+    names = list(modalities)
     for name in names:
         if name not in model.config.modalities:
             raise ValueError(
@@ -417,163 +404,3 @@ def _cache_split(
             f"embedding cache: {where}: {names} loaded from the cache (fingerprint {new_fingerprint})"
         )
     return result
-
-
-# ---------------------------------------------------------------------------------------------------- training
-def apply_embedding_cache(
-    splits: DatasetDict | Mapping[str, Dataset],
-    model: FusionModel,
-    processor: FusionProcessor,
-    columns: Mapping[str, str] | None,
-    training_args: Any,
-    *,
-    skip_bad_samples: bool = False,
-    sampling_rate: int | Mapping[str, int] | None = None,
-) -> tuple[DatasetDict, list[str]]:
-    """``training/run.py``'s step: cache the frozen modalities of every split as ``training_args.cache_embeddings``
-    says, and return ``(splits, cached modality names)``.
-
-    - ``"false"``: nothing is cached.
-    - ``"auto"`` (default): every modality of [`embedding_cache_plan`] that can be cached is; the others are
-      logged with the reason and keep running live.
-    - ``"true"``: as ``"auto"``, but a frozen modality whose processor augments raises a ``ValueError`` naming it,
-      and so does a model with no cacheable modality at all.
-
-    Encodes on ``training_args.device`` with ``per_device_eval_batch_size`` rows at a time, the main process first
-    (the others then load its cache files).
-    """
-    mode = str(getattr(training_args, "cache_embeddings", "auto")).lower()
-    if mode not in CACHE_MODES:
-        raise ValueError(f"`cache_embeddings` must be one of {CACHE_MODES}, got {mode!r}")
-    splits = DatasetDict(splits)
-    if mode == "false":
-        logger.info("embedding cache: off (cache_embeddings=false); every encoder runs live")
-        return splits, []
-    plan = embedding_cache_plan(model, processor, getattr(training_args, "unfreeze_schedule", None))
-    with_column = set((columns or {n: n for n in processor.modality_names}).values())
-    for name in plan:
-        if plan[name] is None and name not in with_column:
-            plan[name] = "the dataset has no column for it"
-    if mode == "true":
-        augmented = [name for name, reason in plan.items() if reason is not None and "augmentation" in reason]
-        if augmented:
-            raise ValueError(
-                f"cache_embeddings=true: modalities {augmented} are frozen but their processor applies random "
-                "augmentation, so their embeddings change every epoch; turn augmentation off for them or use "
-                "cache_embeddings=auto (which runs them live)"
-            )
-        if all(reason is not None for reason in plan.values()):
-            reasons = "; ".join(f"'{name}': {reason}" for name, reason in plan.items())
-            raise ValueError(f"cache_embeddings=true, but no modality can be cached ({reasons})")
-    names = [name for name, reason in plan.items() if reason is None]
-    for name, reason in plan.items():
-        if reason is not None:
-            logger.info(f"embedding cache: modality '{name}' runs live: {reason}")
-    if not names:
-        return splits, []
-    main_process_first = getattr(training_args, "main_process_first", None)
-    device = getattr(training_args, "device", None)
-    batch_size = getattr(training_args, "per_device_eval_batch_size", 32)
-    context = (
-        main_process_first(desc="caching embeddings") if main_process_first else contextlib.nullcontext()
-    )
-    with context:
-        splits = cache_embeddings(
-            splits,
-            model,
-            processor,
-            columns,
-            names,
-            batch_size=batch_size,
-            sampling_rate=sampling_rate,
-            skip_bad_samples=skip_bad_samples,
-            device=device,
-        )
-    logger.info(f"embedding cache: training {names} from cached embeddings (their encoders are skipped)")
-    return splits, names
-
-
-# ---------------------------------------------------------------------------------------------------- inference
-@dataclass
-class ScoringOutput:
-    """What [`score_dataset`] returns.
-
-    Attributes:
-        logits: ``[N, num_labels]`` float32, in dataset order.
-        labels: the label column as an array (``None`` without ``label_column``).
-        cached_modalities: modalities scored from cached embeddings.
-    """
-
-    logits: np.ndarray
-    labels: np.ndarray | None
-    cached_modalities: list[str]
-
-
-def score_dataset(
-    model: FusionModel,
-    processor: FusionProcessor,
-    dataset: Dataset,
-    columns: Mapping[str, str] | None = None,
-    *,
-    modalities: Sequence[str] | None = None,
-    label_column: str | None = None,
-    batch_size: int = 64,
-    sampling_rate: int | Mapping[str, int] | None = None,
-    device: str | torch.device | None = None,
-) -> ScoringOutput:
-    """Batch inference over ``dataset`` through the embedding cache: logits for every row, in order.
-
-    At inference no encoder trains, so by default every modality with a column is cached (``modalities=[]``
-    scores live). Embeddings already cached with the same weights and settings (for example the test split of a
-    frozen-encoder training run) are loaded, not recomputed; scoring the same data with another head that shares
-    the encoders costs one pass over the cached vectors. Bad samples raise (a row cannot be left out of the
-    scores).
-    """
-    column_map = dict(columns) if columns is not None else {n: n for n in processor.modality_names}
-    if modalities is None:
-        present = set(dataset.column_names)
-        modalities = [
-            name
-            for column, name in column_map.items()
-            if column in present and not has_random_augmentation(processor, name)
-        ]
-    device = torch.device(device) if device is not None else model.classifier.weight.device
-    dataset = cache_embeddings(
-        dataset,
-        model,
-        processor,
-        column_map,
-        modalities,
-        batch_size=batch_size,
-        sampling_rate=sampling_rate,
-        device=device,
-    )
-    cached = [name for name in modalities if embeds_column(name) in dataset.column_names]
-    collator = FusionDataCollator(processor, column_map, label_column=None, sampling_rate=sampling_rate)
-    keep = [
-        c
-        for c in dataset.column_names
-        if c in column_map or c.endswith(EMBEDS_SUFFIX) or c == ROW_INDEX_COLUMN
-    ]
-    rows_source = dataset.select_columns(keep).with_format(None)
-    was_training = model.training
-    original_device = model.classifier.weight.device
-    model.eval()
-    model.to(device)
-    logits = []
-    try:
-        for start in range(0, len(rows_source), batch_size):
-            part = rows_source[start : start + batch_size]
-            rows = [dict(zip(part, values, strict=True)) for values in zip(*part.values(), strict=True)]
-            batch = {k: v.to(device) for k, v in collator(rows).items()}
-            with torch.no_grad():
-                logits.append(model(**batch).logits.float().cpu())
-    finally:
-        model.to(original_device)
-        model.train(was_training)
-    labels = None
-    if label_column is not None:
-        labels = np.asarray(dataset.with_format(None)[label_column])
-    num_labels = model.config.num_labels
-    stacked = torch.cat(logits).numpy() if logits else np.zeros((0, num_labels), dtype=np.float32)
-    return ScoringOutput(logits=stacked, labels=labels, cached_modalities=cached)

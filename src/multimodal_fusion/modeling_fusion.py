@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -139,6 +137,8 @@ class FusionPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     accepts_loss_kwargs = False
+    hub_uploader: ClassVar[Callable[..., Any] | None] = None
+    """``push_to_hub``'s implementation, set by the package root (the model layer cannot import the Hub layer)."""
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -276,34 +276,15 @@ class FusionModel(FusionPreTrainedModel):
         model.apply_trainable_layers()
         return loaded
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        processor: Any = None,
-        commit_message: str = "Upload multimodal fusion model",
-        private: bool | None = None,
-        token: str | None = None,
-        **save_kwargs: Any,
-    ) -> Any:
-        """Upload weights, config, the model code, the processor (when given) and a model card in one commit."""
-        from huggingface_hub import HfApi
-
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, **save_kwargs)
-            if processor is not None:
-                processor.save_pretrained(folder)
-            try:  # the package's detailed card; a plain one where only this remote code is available
-                from multimodal_fusion.training.model_card import model_card
-
-                card = model_card(self.config)
-            except ImportError:
-                card = f"# Multimodal fusion model\n\n{self.config.fusion} fusion of {self.config.modality_names}.\n"
-            with open(os.path.join(folder, "README.md"), "w") as handle:
-                handle.write(card)
-            api = HfApi(token=token)
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Upload to the Hub repo ``repo_id``. With the package installed: weights, config, code, the processor
+        (``processor=``) and a model card in one commit (``multimodal_fusion.hub.push_model_to_hub``, which the
+        package root sets as ``hub_uploader``). Loaded as remote code without the package: transformers' own
+        ``push_to_hub`` (weights, config, code)."""
+        uploader = type(self).hub_uploader
+        if uploader is None:
+            return super().push_to_hub(repo_id, **kwargs)
+        return uploader(self, repo_id, **kwargs)
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args: Any, **kwargs: Any) -> None:
         timm_encoders = [e.timm_model for e in self.encoders.values() if hasattr(e, "timm_model")]

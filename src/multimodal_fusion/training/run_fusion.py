@@ -23,18 +23,15 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..data_collator import FusionDataCollator
 from ..data_loading import LoadedDataset, load_fusion_dataset
-from ..embedding_cache import apply_embedding_cache
+from ..hub import push_folder, write_model_card
 from ..modeling_fusion import FusionModel
 from ..processing_fusion import FusionProcessor
 from .arguments import DataArguments, FusionTrainingArguments, ModelArguments
+from .embedding_cache_policy import apply_embedding_cache
 from .metrics import build_compute_metrics
-from .model_card import write_model_card
 from .trainer import FusionTrainer
 
 logger = logging.getLogger(__name__)
-
-PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt", "*.pth"]
-"""Training leftovers that are not part of the published model folder."""
 
 
 def parse_arguments(
@@ -166,21 +163,6 @@ def build_model(model_args: ModelArguments, loaded: LoadedDataset) -> FusionMode
         encoder_kwargs=encoder_kwargs,
         **config_kwargs,
     )
-
-
-def push_folder(output_dir: str, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
-    """Upload exactly ``output_dir`` (weights, config, code, processor, model card) to the Hub repo ``repo_id``."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=output_dir,
-        commit_message="Upload multimodal fusion model",
-        ignore_patterns=PUSH_IGNORE_PATTERNS,
-    )
-    return str(info)
 
 
 class RunOutput(NamedTuple):

@@ -1,13 +1,25 @@
-"""Model card (README.md) of a trained fusion model: encoders, fusion, freezing, data and metrics."""
+"""The Hub: a fusion model's card (README.md) and its upload, used by ``FusionModel.push_to_hub`` and by
+``training/run.py --push_to_hub``.
+
+The model layer cannot import this module (its files must stay self-contained for ``trust_remote_code``), so the
+package root wires [`push_model_to_hub`] in as ``FusionPreTrainedModel.hub_uploader``; a model loaded as remote
+code, without this package, falls back to transformers' own ``push_to_hub``.
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..configuration_fusion import FusionConfig
+from .configuration_fusion import FusionConfig
+
+PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt", "*.pth"]
+"""What a training output folder holds that is not part of the model (checkpoints, logs, optimizer states)."""
+
+COMMIT_MESSAGE = "Upload multimodal fusion model"
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> str:
@@ -87,3 +99,47 @@ def write_model_card(output_dir: str | Path, config: FusionConfig, **kwargs: Any
     path = Path(output_dir) / "README.md"
     path.write_text(model_card(config, **kwargs))
     return path
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    private: bool | None = None,
+    token: str | None = None,
+    *,
+    commit_message: str = COMMIT_MESSAGE,
+) -> Any:
+    """Upload exactly ``folder`` (weights, config, code, processor, model card; not checkpoints or logs, see
+    ``PUSH_IGNORE_PATTERNS``) to the Hub repo ``repo_id`` in one commit, creating the repo when needed.
+
+    Returns what ``HfApi.upload_folder`` returns (the commit info)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        commit_message=commit_message,
+        ignore_patterns=PUSH_IGNORE_PATTERNS,
+    )
+
+
+def push_model_to_hub(
+    model: Any,
+    repo_id: str,
+    *,
+    processor: Any = None,
+    commit_message: str = COMMIT_MESSAGE,
+    private: bool | None = None,
+    token: str | None = None,
+    **save_kwargs: Any,
+) -> Any:
+    """``FusionModel.push_to_hub``: save ``model`` (and ``processor`` when given) with a model card into a
+    temporary folder and upload it with [`push_folder`] in one commit. ``save_kwargs`` go to ``save_pretrained``."""
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, **save_kwargs)
+        if processor is not None:
+            processor.save_pretrained(folder)
+        write_model_card(folder, model.config)
+        return push_folder(folder, repo_id, private, token, commit_message=commit_message)

@@ -1,0 +1,181 @@
+"""Package layout rules, checked on the source (ast): imports run one way up the layers, the model layer is
+self-contained (what ``save_pretrained`` copies for ``trust_remote_code``), and no class or function grows past
+its size limit. A new module must be given a layer in ``LAYERS`` (the test fails loudly until it is)."""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "multimodal_fusion"
+
+MODEL, DATA, SERVICES, APPLICATION, FRONT, ROOT = range(6)
+LAYER_NAMES = ["model", "data", "cache/hub", "training/inference", "demo/cli", "package root"]
+
+LAYERS: dict[str, int] = {
+    # model layer: flat, self-contained files (torch / transformers / timm only), copied for trust_remote_code
+    "configuration_fusion": MODEL,
+    "modeling_fusion": MODEL,
+    "batch_inputs": MODEL,
+    "model_freezing": MODEL,
+    "encoder_layout": MODEL,
+    "feature_encoder": MODEL,
+    "fusion_layers": MODEL,
+    "pooling_layers": MODEL,
+    # data layer: decoding, processor, collator, loading, bad samples
+    "bad_samples": DATA,
+    "audio_decoding": DATA,
+    "image_decoding": DATA,
+    "processing_fusion": DATA,
+    "processor_loading": DATA,
+    "data_collator": DATA,
+    "data_loading": DATA,
+    # services over the data layer
+    "embedding_cache": SERVICES,
+    "hub": SERVICES,
+    # what runs a job
+    "inference": APPLICATION,
+    "training": APPLICATION,
+    "configs": APPLICATION,
+    # front ends
+    "demo": FRONT,
+    "__init__": ROOT,
+}
+"""Layer of each top-level module or subpackage of ``multimodal_fusion`` (a subpackage's files share its layer)."""
+
+MODEL_LAYER_THIRD_PARTY = {"torch", "transformers", "timm", "huggingface_hub", "safetensors"}
+"""What model-layer files may import besides the standard library and each other."""
+
+MAX_CLASS_LINES = 300
+MAX_FUNCTION_LINES = 80
+
+
+def _modules() -> list[Path]:
+    return sorted((SRC / PACKAGE).rglob("*.py"))
+
+
+def _unit(path: Path) -> str:
+    """The layer-table key of a source file: its top-level module or subpackage under the package."""
+    parts = path.relative_to(SRC / PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def _package_parts(path: Path) -> list[str]:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """``(line, absolute module name)`` of every import in ``path`` (relative ones resolved)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = _package_parts(path)[: len(_package_parts(path)) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+                names = [module] if node.module else [f"{module}.{alias.name}" for alias in node.names]
+                found += [(node.lineno, name) for name in names]
+            else:
+                found.append((node.lineno, node.module))
+    return found
+
+
+def _target_unit(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(SRC)))
+def test_module_has_a_layer(path):
+    unit = _unit(path)
+    assert unit in LAYERS, (
+        f"{path.relative_to(SRC)}: '{unit}' has no layer; add it to LAYERS in tests/test_layout.py "
+        f"(one of {LAYER_NAMES}) and keep its imports one-way"
+    )
+
+
+def test_imports_run_one_way():
+    upward = []
+    for path in _modules():
+        unit = _unit(path)
+        layer = LAYERS.get(unit)
+        if layer is None:
+            continue  # test_module_has_a_layer reports it
+        for line, module in _imports(path):
+            target = _target_unit(module)
+            if target is None:
+                continue
+            if target not in LAYERS:
+                upward.append(f"{path.relative_to(SRC)}:{line} imports unclassified '{module}'")
+            elif LAYERS[target] > layer:
+                upward.append(
+                    f"{path.relative_to(SRC)}:{line} ({LAYER_NAMES[layer]}) imports '{module}' "
+                    f"({LAYER_NAMES[LAYERS[target]]})"
+                )
+    assert not upward, "imports running up the layers:\n" + "\n".join(upward)
+
+
+def test_model_layer_is_self_contained():
+    """Model files import only the standard library, torch/transformers/timm and each other, relatively (they are
+    copied flat next to the weights and imported without this package)."""
+    bad = []
+    for path in _modules():
+        if LAYERS.get(_unit(path)) != MODEL:
+            continue
+        assert path.parent == SRC / PACKAGE, f"{path}: model-layer files must be flat in the package folder"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                if node.level != 1 or node.module is None or LAYERS.get(node.module) != MODEL:
+                    bad.append(f"{path.name}:{node.lineno} relative import of {node.module!r}")
+                continue
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                root = name.split(".")[0]
+                if root not in sys.stdlib_module_names and root not in MODEL_LAYER_THIRD_PARTY:
+                    bad.append(f"{path.name}:{node.lineno} imports '{name}'")
+    assert not bad, "model-layer files must be self-contained:\n" + "\n".join(bad)
+
+
+def test_layer_checker_catches_an_upward_import(tmp_path):
+    """The checks above see relative and absolute upward imports (guards against a parser that sees nothing)."""
+    package = tmp_path / PACKAGE
+    (package / "training").mkdir(parents=True)
+    model_file = package / "modeling_fusion.py"
+    model_file.write_text("from .training import run\nimport multimodal_fusion.hub\nfrom . import pooling_layers\n")
+    nested = package / "training" / "x.py"
+    nested.write_text("from ..configuration_fusion import FusionConfig\n")
+    global SRC
+    saved, SRC = SRC, tmp_path
+    try:
+        assert [_target_unit(m) for _, m in _imports(model_file)] == ["training", "hub", "pooling_layers"]
+        assert [_target_unit(m) for _, m in _imports(nested)] == ["configuration_fusion"]
+    finally:
+        SRC = saved
+
+
+def test_no_class_or_function_too_long():
+    too_long = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                limit = MAX_CLASS_LINES
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                limit = MAX_FUNCTION_LINES
+            else:
+                continue
+            length = node.end_lineno - node.lineno + 1
+            if length > limit:
+                too_long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {length} lines (max {limit})")
+    assert not too_long, "split these:\n" + "\n".join(too_long)
