@@ -153,7 +153,9 @@ def test_layer_checker_catches_an_upward_import(tmp_path):
     package = tmp_path / PACKAGE
     (package / "training").mkdir(parents=True)
     model_file = package / "modeling_fusion.py"
-    model_file.write_text("from .training import run\nimport multimodal_fusion.hub\nfrom . import pooling_layers\n")
+    model_file.write_text(
+        "from .training import run\nimport multimodal_fusion.hub\nfrom . import pooling_layers\n"
+    )
     nested = package / "training" / "x.py"
     nested.write_text("from ..configuration_fusion import FusionConfig\n")
     global SRC
@@ -177,5 +179,7 @@ def test_no_class_or_function_too_long():
                 continue
             length = node.end_lineno - node.lineno + 1
             if length > limit:
-                too_long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {length} lines (max {limit})")
+                too_long.append(
+                    f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {length} lines (max {limit})"
+                )
     assert not too_long, "split these:\n" + "\n".join(too_long)

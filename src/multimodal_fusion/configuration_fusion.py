@@ -7,6 +7,8 @@ only torch, transformers and sibling modules of this folder.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from transformers import CONFIG_MAPPING, MODEL_MAPPING, PretrainedConfig
@@ -17,19 +19,13 @@ from .pooling_layers import POOLING_REGISTRY
 MODALITY_KINDS = ("image", "audio", "text", "features")
 """What a modality can hold: an image, audio or text encoder, or a dense float vector (``features``)."""
 
-SPEC_KEYS = (
-    "kind",
-    "path",
-    "config",
-    "pooling",
-    "layer",
-    "trainable_layers",
-    "learning_rate",
-    "train_feature_encoder",
-    "input_dim",
-    "hidden_sizes",
-)
-"""Keys a per-modality spec may hold (see ``FusionConfig``)."""
+KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "image": (("pixel_values",), ()),
+    "audio": (("input_values",), ("attention_mask",)),
+    "text": (("input_ids",), ("attention_mask", "token_type_ids", "position_ids")),
+    "features": (("values",), ()),
+}
+"""Per kind: (required, optional) batch fields, each prefixed ``{name}_`` in the batch."""
 
 _INPUT_NAME_TO_KIND = {"pixel_values": "image", "input_values": "audio", "input_ids": "text"}
 _TOWER_KEYS = {"image": "vision_config", "text": "text_config", "audio": "audio_config"}
@@ -95,7 +91,8 @@ def default_pooling(kind: str, config: PretrainedConfig | None) -> str | None:
     return "cls"
 
 
-def _check_trainable_layers(name: str, value: Any) -> int | str:
+def check_trainable_layers(name: str, value: Any) -> int | str:
+    """``trainable_layers``: 0 (frozen), a positive number of top blocks, or ``"all"``."""
     if value == "all":
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -106,69 +103,158 @@ def _check_trainable_layers(name: str, value: Any) -> int | str:
     return value
 
 
-def normalize_spec(name: str, spec: Any) -> dict[str, Any]:
-    """Validate one modality spec and fill its defaults; errors name the modality and the field."""
-    if isinstance(spec, str):
-        spec = {"path": spec}
-    if isinstance(spec, PretrainedConfig):
-        spec = {"config": spec}
-    if not isinstance(spec, dict):
-        raise ValueError(
-            f"modality '{name}': spec must be a path string or a dict, got {type(spec).__name__}"
-        )
-    unknown = set(spec) - set(SPEC_KEYS)
-    if unknown:
-        raise ValueError(
-            f"modality '{name}': unknown spec keys {sorted(unknown)}; allowed: {list(SPEC_KEYS)}"
-        )
-    out = {key: spec.get(key) for key in SPEC_KEYS}
-    out["config"] = _resolve_encoder_config(name, copy.deepcopy(out["config"]))
-    kind = out["kind"]
+def resolve_kind(name: str, kind: str | None, config: PretrainedConfig | None, input_dim: Any) -> str | None:
+    """The one place of the rule "no encoder but an ``input_dim`` means kind ``features``"; checks a given kind.
+    ``None`` when the kind is still open (to be inferred from the encoder)."""
     if kind is not None and kind not in MODALITY_KINDS:
         raise ValueError(f"modality '{name}': `kind` must be one of {MODALITY_KINDS}, got {kind!r}")
-    if kind is None and out["config"] is None and out["input_dim"] is not None:
-        kind = "features"
-    if kind == "features":
-        if not isinstance(out["input_dim"], int) or out["input_dim"] <= 0:
-            raise ValueError(f"modality '{name}': kind 'features' needs a positive integer `input_dim`")
-        sizes = out["hidden_sizes"] if out["hidden_sizes"] is not None else [out["input_dim"]]
-        if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
+    if kind is None and config is None and input_dim is not None:
+        return "features"
+    return kind
+
+
+def check_input_dim(name: str, input_dim: Any) -> int:
+    """A ``features`` modality's vector size: a positive integer."""
+    if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
+        raise ValueError(f"modality '{name}': kind 'features' needs a positive integer `input_dim`")
+    return input_dim
+
+
+@dataclass
+class ModalitySpec:
+    """One modality of a [`FusionConfig`]: its encoder and how it is pooled and trained (see ``FusionConfig``'s
+    ``modalities`` for each field). Build it with [`ModalitySpec.from_dict`], which fills the defaults and
+    validates it once; errors name the modality and the field.
+
+    Adding a field is one line here (with its default); give it a check in ``_validate`` when it needs one.
+    Mapping-style reads (``spec["kind"]``, ``spec.get("path")``) still work for code written against the
+    former dict form.
+    """
+
+    kind: str | None = None
+    path: str | None = None
+    config: PretrainedConfig | None = None
+    pooling: str | None = None
+    layer: int | None = None
+    trainable_layers: int | str = "all"
+    learning_rate: float | None = None
+    train_feature_encoder: bool = False
+    input_dim: int | None = None
+    hidden_sizes: list[int] | None = None
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The spec's field names (what a spec dict may hold)."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, name: str, spec: Any) -> ModalitySpec:
+        """Validate the spec of modality ``name`` and fill its defaults.
+
+        Args:
+            name: the modality name (for error messages).
+            spec: a path string, an encoder config, a dict of spec fields (saved or user-written), or a
+                ``ModalitySpec``.
+
+        Raises:
+            ValueError: naming the modality and the field: unknown keys (listing the allowed ones), a bad kind,
+                pooling, layer, ``trainable_layers``, ``learning_rate``, or a missing encoder.
+        """
+        if isinstance(spec, ModalitySpec):
+            spec = spec.to_dict(serializable=False)
+        if isinstance(spec, str):
+            spec = {"path": spec}
+        if isinstance(spec, PretrainedConfig):
+            spec = {"config": spec}
+        if not isinstance(spec, Mapping):
             raise ValueError(
-                f"modality '{name}': `hidden_sizes` must be a non-empty list of positive integers"
+                f"modality '{name}': spec must be a path string or a dict, got {type(spec).__name__}"
             )
-        out["hidden_sizes"] = list(sizes)
-        out["pooling"] = None
-        out["layer"] = None
-    else:
-        if out["config"] is None:
+        unknown = set(spec) - set(cls.keys())
+        if unknown:
+            raise ValueError(
+                f"modality '{name}': unknown spec keys {sorted(unknown)}; allowed: {list(cls.keys())}"
+            )
+        values = {key: value for key, value in spec.items() if value is not None}
+        values["config"] = _resolve_encoder_config(name, copy.deepcopy(values.get("config")))
+        out = cls(**values)
+        out._validate(name)
+        return out
+
+    def _validate(self, name: str) -> None:
+        self.kind = resolve_kind(name, self.kind, self.config, self.input_dim)
+        if self.kind == "features":
+            self.input_dim = check_input_dim(name, self.input_dim)
+            sizes = self.hidden_sizes if self.hidden_sizes is not None else [self.input_dim]
+            if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
+                raise ValueError(
+                    f"modality '{name}': `hidden_sizes` must be a non-empty list of positive integers"
+                )
+            self.hidden_sizes = list(sizes)
+            self.pooling = None
+            self.layer = None
+        else:
+            self._validate_encoder(name)
+        self.trainable_layers = check_trainable_layers(name, self.trainable_layers)
+        self.train_feature_encoder = bool(self.train_feature_encoder)
+        lr = self.learning_rate
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0):
+            raise ValueError(f"modality '{name}': `learning_rate` must be a non-negative number, got {lr!r}")
+
+    def _validate_encoder(self, name: str) -> None:
+        if self.config is None:
             raise ValueError(
                 f"modality '{name}': no encoder; give `config` (an encoder config), load it with "
                 "`FusionModel.from_encoders` from a `path`, or use kind 'features' with `input_dim`"
             )
-        kind = kind or infer_kind(name, out["config"])
-        out["config"] = encoder_tower_config(kind, out["config"])
-        out["pooling"] = out["pooling"] or default_pooling(kind, out["config"])
-        if out["pooling"] not in POOLING_REGISTRY:
+        self.kind = self.kind or infer_kind(name, self.config)
+        self.config = encoder_tower_config(self.kind, self.config)
+        self.pooling = self.pooling or default_pooling(self.kind, self.config)
+        if self.pooling not in POOLING_REGISTRY:
             raise ValueError(
-                f"modality '{name}': `pooling` must be one of {sorted(POOLING_REGISTRY)}, got {out['pooling']!r}"
+                f"modality '{name}': `pooling` must be one of {sorted(POOLING_REGISTRY)}, got {self.pooling!r}"
             )
-        if out["layer"] is not None and (isinstance(out["layer"], bool) or not isinstance(out["layer"], int)):
+        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
             raise ValueError(f"modality '{name}': `layer` must be an integer hidden-state index or None")
-        if out["layer"] is not None and out["pooling"] == "pooler":
+        if self.layer is not None and self.pooling == "pooler":
             raise ValueError(
                 f"modality '{name}': pooling 'pooler' reads the final output; it cannot use `layer`"
             )
-        if out["layer"] is not None and out["config"].model_type == "timm_wrapper":
+        if self.layer is not None and self.config.model_type == "timm_wrapper":
             raise ValueError(f"modality '{name}': `layer` is not supported for timm encoders; leave it None")
-    out["kind"] = kind
-    out["trainable_layers"] = _check_trainable_layers(
-        name, "all" if out["trainable_layers"] is None else out["trainable_layers"]
-    )
-    out["train_feature_encoder"] = bool(out["train_feature_encoder"])
-    lr = out["learning_rate"]
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0):
-        raise ValueError(f"modality '{name}': `learning_rate` must be a non-negative number, got {lr!r}")
-    return out
+
+    def to_dict(self, serializable: bool = True) -> dict[str, Any]:
+        """Every field; with ``serializable`` the encoder config as a JSON-able dict (with ``model_type``)."""
+        out = {key: getattr(self, key) for key in self.keys()}
+        if serializable and isinstance(self.config, PretrainedConfig):
+            out["config"] = self.config.to_dict()
+            out["config"].pop("transformers_version", None)
+        return out
+
+    def replace(self, name: str, **changes: Any) -> ModalitySpec:
+        """A validated copy with ``changes`` applied (the encoder config object is shared, not copied)."""
+        values = {**self.to_dict(serializable=False), **changes}
+        config = values.pop("config")
+        out = ModalitySpec.from_dict(name, values)
+        out.config = config if out.kind != "features" else None
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.keys() else default
+
+
+SPEC_KEYS = ModalitySpec.keys()
+"""Keys a per-modality spec may hold (see ``FusionConfig``)."""
+
+
+def normalize_spec(name: str, spec: Any) -> ModalitySpec:
+    """Validate one modality spec and fill its defaults (``ModalitySpec.from_dict``)."""
+    return ModalitySpec.from_dict(name, spec)
 
 
 def _default_modalities() -> dict[str, dict[str, Any]]:
@@ -183,7 +269,7 @@ class FusionConfig(PretrainedConfig):
     r"""Configuration of a [`FusionModel`].
 
     Args:
-        modalities (`dict[str, dict]`, *optional*):
+        modalities (`dict[str, ModalitySpec | dict]`, *optional*):
             Modality name -> spec, in the order the fusion sees them (saved as a list of specs with a ``name``
             key, since JSON files sort dict keys; that list form is accepted too). Names are free (``image``, ``left_camera``,
             ``sensors``...); the batch fields of a modality are prefixed ``{name}_``. Spec keys:
@@ -246,7 +332,7 @@ class FusionConfig(PretrainedConfig):
                 raise ValueError(
                     f"modality name {name!r} must be a valid identifier (it prefixes batch keys)"
                 )
-        self.modalities = {name: normalize_spec(name, spec) for name, spec in modalities.items()}
+        self.modalities = {name: ModalitySpec.from_dict(name, spec) for name, spec in modalities.items()}
         super().__post_init__(**kwargs)
         self._validate_fusion_fields()
 
@@ -282,7 +368,7 @@ class FusionConfig(PretrainedConfig):
 
     def encoder_config(self, name: str) -> PretrainedConfig | None:
         """The live encoder config of modality ``name`` (``None`` for ``features``)."""
-        return self.modalities[name]["config"]
+        return self.modalities[name].config
 
     @property
     def _attn_implementation(self):
@@ -296,7 +382,7 @@ class FusionConfig(PretrainedConfig):
         if value is None:
             return
         for name, spec in (getattr(self, "modalities", None) or {}).items():
-            sub = spec.get("config") if isinstance(spec, dict) else None
+            sub = spec.config if isinstance(spec, ModalitySpec) else None
             if isinstance(sub, PretrainedConfig):
                 sub._attn_implementation = (
                     value if not isinstance(value, dict) else value.get(name, value.get(""))
@@ -306,11 +392,6 @@ class FusionConfig(PretrainedConfig):
         output = super().to_dict()
         modalities = []
         for name, spec in self.modalities.items():
-            spec = {"name": name, **spec}
-            if isinstance(spec["config"], PretrainedConfig):
-                sub = spec["config"].to_dict()
-                sub.pop("transformers_version", None)
-                spec["config"] = sub
-            modalities.append(spec)
+            modalities.append({"name": name, **spec.to_dict()})
         output["modalities"] = modalities  # a list: JSON files sort dict keys, and modality order matters
         return output

@@ -4,6 +4,11 @@ Every fusion takes the projected modality vectors ``embeddings`` ``[B, M, D]`` (
 modality already holds its learned placeholder) and ``mask`` ``[B, M]`` (True = present), and returns a
 ``FusionOutput`` with ``fused`` ``[B, fusion_hidden_size]`` and, for fusions that weigh modalities,
 ``weights`` ``[B, M]`` (zero for missing modalities). No training logic lives here.
+
+A fusion with parameters of its own (not inside ``nn.Linear``/``nn.LayerNorm``/``nn.MultiheadAttention``, which
+the model initialises) defines ``init_weights(std)`` with ``transformers.initialization``; the model's
+``_init_weights`` calls it. transformers 5 builds models on the meta device, so an initialisation done only in
+``__init__`` is lost when a model is built or loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import initialization as init
 
 FUSION_REGISTRY: dict[str, type[nn.Module]] = {}
 
@@ -145,6 +151,12 @@ class TransformerFusion(nn.Module):
             nn.Linear(dim, config.fusion_hidden_size), nn.GELU(), nn.Dropout(config.dropout)
         )
 
+    def init_weights(self, std: float) -> None:
+        """Normal(0, ``std``) class token and modality-type embeddings (the linear layers are initialised by the
+        model's ``_init_weights``)."""
+        init.normal_(self.cls_token, std=std)
+        init.normal_(self.type_embeddings, std=std)
+
     def forward(self, embeddings: torch.Tensor, mask: torch.Tensor) -> FusionOutput:
         batch = embeddings.shape[0]
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), embeddings + self.type_embeddings], dim=1)
@@ -198,13 +210,14 @@ class LowRankTensorFusion(nn.Module):
         self.rank_weights = nn.Parameter(torch.empty(1, rank))
         self.bias = nn.Parameter(torch.zeros(1, hidden))
         self.dropout = nn.Dropout(config.dropout)
-        self.reset_parameters()
+        self.init_weights()
 
-    def reset_parameters(self) -> None:
+    def init_weights(self, std: float | None = None) -> None:
+        """Xavier-normal factors and rank weights, zero bias (``std`` is not used)."""
         for factor in self.factors:
-            nn.init.xavier_normal_(factor)
-        nn.init.xavier_normal_(self.rank_weights)
-        nn.init.zeros_(self.bias)
+            init.xavier_normal_(factor)
+        init.xavier_normal_(self.rank_weights)
+        init.zeros_(self.bias)
 
     def forward(self, embeddings: torch.Tensor, mask: torch.Tensor) -> FusionOutput:
         product = None

@@ -19,19 +19,13 @@ from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_fusion import FusionConfig, encoder_tower_config, infer_kind, normalize_spec
-from .encoder_layout import EncoderLayout, block_module_names, encoder_layout
+from .batch_inputs import batch_size_of, check_fields, drop_modalities, presence, split_inputs
+from .configuration_fusion import KIND_FIELDS, FusionConfig, encoder_tower_config, infer_kind
+from .encoder_layout import EncoderLayout
 from .feature_encoder import FeatureEncoder
-from .fusion_layers import FUSION_REGISTRY, LowRankTensorFusion, TransformerFusion
-from .pooling_layers import POOLING_REGISTRY, AttentionPooling
-
-KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "image": (("pixel_values",), ()),
-    "audio": (("input_values",), ("attention_mask",)),
-    "text": (("input_ids",), ("attention_mask", "token_type_ids", "position_ids")),
-    "features": (("values",), ()),
-}
-"""Per kind: (required, optional) batch fields, each prefixed ``{name}_`` in the batch."""
+from .fusion_layers import FUSION_REGISTRY
+from .model_freezing import EncoderFreezingMixin
+from .pooling_layers import POOLING_REGISTRY
 
 
 @dataclass
@@ -112,7 +106,7 @@ def _encoder_output_dim(name: str, spec: dict, encoder: nn.Module) -> int:
         return encoder.output_dim
     if hasattr(encoder, "timm_model"):
         return encoder.timm_model.num_features
-    config = spec["config"]
+    config = spec.config
     if getattr(config, "hidden_size", None):
         return config.hidden_size
     if getattr(config, "hidden_sizes", None):
@@ -121,9 +115,9 @@ def _encoder_output_dim(name: str, spec: dict, encoder: nn.Module) -> int:
 
 
 def _build_encoder(spec: dict) -> nn.Module:
-    if spec["kind"] == "features":
-        return FeatureEncoder(spec["input_dim"], spec["hidden_sizes"])
-    config = spec["config"]
+    if spec.kind == "features":
+        return FeatureEncoder(spec.input_dim, spec.hidden_sizes)
+    config = spec.config
     if type(config) in MODEL_MAPPING:
         return MODEL_MAPPING[type(config)]._from_config(config)
     return AutoModel.from_config(config)
@@ -132,7 +126,9 @@ def _build_encoder(spec: dict) -> nn.Module:
 class FusionPreTrainedModel(PreTrainedModel):
     config_class = FusionConfig
     base_model_prefix = "fusion"
-    main_input_name = "pixel_values"
+    main_input_name = "image_pixel_values"
+    """The first modality's main batch field (``{name}_{field}``, set per instance from the config; this class
+    value fits the default config). transformers' Trainer reads it to count input tokens and FLOPs."""
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -152,22 +148,15 @@ class FusionPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.MultiheadAttention):
             init.normal_(module.in_proj_weight, std=std)
             init.zeros_(module.in_proj_bias)
-        elif isinstance(module, LowRankTensorFusion):
-            for factor in module.factors:
-                init.xavier_normal_(factor)
-            init.xavier_normal_(module.rank_weights)
-            init.zeros_(module.bias)
-        elif isinstance(module, TransformerFusion):
-            init.normal_(module.cls_token, std=std)
-            init.normal_(module.type_embeddings, std=std)
-        elif isinstance(module, AttentionPooling):
-            init.zeros_(module.query)
+        elif isinstance(module, (*FUSION_REGISTRY.values(), *POOLING_REGISTRY.values())):
+            if hasattr(module, "init_weights"):  # each fusion/pooling initialises its own parameters
+                module.init_weights(std)
         elif isinstance(module, FusionModel):
             for placeholder in module.missing_embeddings.values():
                 init.normal_(placeholder, std=std)
 
 
-class FusionModel(FusionPreTrainedModel):
+class FusionModel(EncoderFreezingMixin, FusionPreTrainedModel):
     """Pretrained encoders merged into one classifier/regressor. Build it with [`FusionModel.from_encoders`].
 
     Inputs are ``{name}_{field}`` tensors per modality (``image_pixel_values``, ``audio_input_values``,
@@ -192,14 +181,14 @@ class FusionModel(FusionPreTrainedModel):
             encoder = encoders.get(name)
             if encoder is None:
                 encoder = _build_encoder(spec)
-            elif spec["config"] is not None:
-                spec["config"]._attn_implementation_internal = encoder.config._attn_implementation
-                encoder.config = spec["config"]
+            elif spec.config is not None:
+                spec.config._attn_implementation_internal = encoder.config._attn_implementation
+                encoder.config = spec.config
             self.encoders[name] = encoder
             pooled_dim = _encoder_output_dim(name, spec, encoder)
             self.pooled_dims[name] = pooled_dim
-            if spec["pooling"] is not None:
-                self.poolers[name] = POOLING_REGISTRY[spec["pooling"]](pooled_dim)
+            if spec.pooling is not None:
+                self.poolers[name] = POOLING_REGISTRY[spec.pooling](pooled_dim)
             self.projections[name] = nn.Sequential(nn.Linear(pooled_dim, dim), nn.LayerNorm(dim))
             self.missing_embeddings[name] = nn.Parameter(torch.zeros(dim))
         self.fusion = FUSION_REGISTRY[config.fusion](len(config.modalities), dim, config)
@@ -211,6 +200,8 @@ class FusionModel(FusionPreTrainedModel):
             else None
         )
         self._layouts: dict[str, EncoderLayout] = {}
+        first = next(iter(config.modalities))
+        self.main_input_name = f"{first}_{KIND_FIELDS[config.modalities[first].kind][0][0]}"
         self.post_init()
         self.apply_trainable_layers()
 
@@ -296,200 +287,6 @@ class FusionModel(FusionPreTrainedModel):
             if not timm_encoders:
                 raise
 
-    # ------------------------------------------------------------------ freezing
-    def encoder_layout(self, name: str) -> EncoderLayout:
-        """Parameter names of modality ``name``'s encoder grouped into embeddings, blocks, final norm..."""
-        if name not in self._layouts:
-            spec = self.config.modalities[name]
-            encoder = self.encoders[name]
-            if isinstance(encoder, FeatureEncoder):
-                names = [n for n, _ in encoder.named_parameters()]
-                self._layouts[name] = EncoderLayout(blocks=[names])
-            else:
-                self._layouts[name] = encoder_layout(encoder, spec["pooling"], spec["layer"])
-        return self._layouts[name]
-
-    def encoder_blocks(self, name: str) -> list[nn.Module]:
-        """Modality ``name``'s encoder blocks, bottom to top (a block's main module; timm's last block also
-        owns the final norm)."""
-        encoder = self.encoders[name]
-        blocks = []
-        for block in self.encoder_layout(name).blocks:
-            paths = block_module_names(encoder, block)
-            blocks.append(encoder.get_submodule(paths[0]) if paths else encoder)
-        return blocks
-
-    @property
-    def trainable_layers(self) -> dict[str, int | str]:
-        """Current ``trainable_layers`` per modality."""
-        return {name: spec["trainable_layers"] for name, spec in self.config.modalities.items()}
-
-    def set_trainable_layers(self, name: str, value: int | str) -> None:
-        """Change what trains in modality ``name``'s encoder (0 frozen, k top blocks, ``"all"``), now and in
-        the saved config. Frozen modules go to eval mode; unfrozen ones follow ``model.training``."""
-        if name not in self.config.modalities:
-            raise ValueError(f"unknown modality '{name}'; modalities are {self.config.modality_names}")
-        spec = dict(self.config.modalities[name], trainable_layers=value)
-        self.config.modalities[name]["trainable_layers"] = normalize_spec(name, spec)["trainable_layers"]
-        self._apply_trainable(name)
-        self.train(self.training)
-
-    def apply_trainable_layers(self) -> None:
-        """Set ``requires_grad`` on every encoder from the config's ``trainable_layers``."""
-        for name in self.config.modalities:
-            self._apply_trainable(name)
-        self.train(self.training)
-
-    def _apply_trainable(self, name: str) -> None:
-        spec = self.config.modalities[name]
-        try:
-            trainable = self.encoder_layout(name).trainable_names(
-                spec["trainable_layers"], spec["train_feature_encoder"]
-            )
-        except ValueError as error:
-            raise ValueError(f"modality '{name}': {error}") from None
-        for param_name, param in self.encoders[name].named_parameters():
-            param.requires_grad_(param_name in trainable)
-
-    def train(self, mode: bool = True) -> FusionModel:
-        """As ``nn.Module.train``, but encoder parts with no trainable parameter stay in eval mode (no dropout,
-        no BatchNorm statistics drift)."""
-        super().train(mode)
-        if mode:
-            for encoder in self.encoders.values():
-                if not any(p.requires_grad for p in encoder.parameters()):
-                    encoder.eval()  # fully frozen: what the walk below gives, without its cost on every step
-                    continue
-                trainable_prefixes = set()
-                for param_name, param in encoder.named_parameters():
-                    if param.requires_grad:
-                        parts = param_name.split(".")
-                        trainable_prefixes.update(".".join(parts[:i]) for i in range(len(parts)))
-                for module_name, module in encoder.named_modules():
-                    if module_name not in trainable_prefixes and any(True for _ in module.parameters()):
-                        module.eval()
-        return self
-
-    # ------------------------------------------------------------------ inputs
-    def _split_inputs(self, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        names = sorted(self.config.modalities, key=len, reverse=True)
-        batch: dict[str, dict[str, Any]] = {name: {} for name in self.config.modalities}
-        for key, value in inputs.items():
-            if value is None:
-                continue
-            owner = next((n for n in names if key.startswith(n + "_")), None)
-            if owner is None:
-                raise ValueError(
-                    f"unexpected input '{key}': batch keys are '{{modality}}_{{field}}' for modalities "
-                    f"{self.config.modality_names}, plus 'labels'"
-                )
-            batch[owner][key[len(owner) + 1 :]] = value
-        for name, fields in batch.items():
-            kind = self.config.modalities[name]["kind"]
-            required, optional = KIND_FIELDS[kind]
-            allowed = set(required) | set(optional) | {"embeds", "mask"}
-            for field in fields:
-                if field not in allowed:
-                    raise ValueError(
-                        f"modality '{name}' ({kind}): unexpected field '{name}_{field}'; expected "
-                        f"{[f'{name}_{f}' for f in (*required, *optional, 'embeds', 'mask')]}"
-                    )
-            encoder_fields = set(fields) - {"embeds", "mask"}
-            if encoder_fields and "embeds" in fields:
-                raise ValueError(
-                    f"modality '{name}': give either '{name}_embeds' or encoder inputs, not both"
-                )
-            if encoder_fields and not set(required) <= encoder_fields:
-                raise ValueError(
-                    f"modality '{name}' ({kind}): missing field(s) {[f'{name}_{f}' for f in required]}"
-                )
-        return batch
-
-    def _batch_size(self, batch: dict[str, dict[str, Any]], labels: torch.Tensor | None) -> int:
-        sizes = {"labels": labels.shape[0]} if labels is not None else {}
-        for name, fields in batch.items():
-            for field, value in fields.items():
-                if not isinstance(value, torch.Tensor):
-                    raise ValueError(
-                        f"modality '{name}': field '{name}_{field}' must be a torch.Tensor, got {type(value).__name__}"
-                    )
-                if value.dim() == 0:
-                    raise ValueError(f"modality '{name}': field '{name}_{field}' needs a batch dimension")
-                sizes[f"{name}_{field}"] = value.shape[0]
-        if not sizes or set(sizes) == {"labels"}:
-            raise ValueError(f"the batch holds no input for any modality of {self.config.modality_names}")
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"inconsistent batch sizes (field: size): {sizes}")
-        return next(iter(sizes.values()))
-
-    def _check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
-        spec = self.config.modalities[name]
-        kind = spec["kind"]
-
-        def fail(field: str, expected: str, value: torch.Tensor) -> None:
-            raise ValueError(
-                f"modality '{name}' ({kind}): field '{name}_{field}' must be {expected}, got shape {tuple(value.shape)}"
-            )
-
-        if "embeds" in fields and (
-            fields["embeds"].dim() != 2 or fields["embeds"].shape[1] != self.pooled_dims[name]
-        ):
-            fail("embeds", f"[batch, {self.pooled_dims[name]}] (the pooled encoder output)", fields["embeds"])
-        if "mask" in fields and fields["mask"].dim() != 1:
-            fail("mask", "[batch] booleans (False = modality missing)", fields["mask"])
-        if kind == "image" and "pixel_values" in fields:
-            channels = getattr(spec["config"], "num_channels", None) or 3
-            value = fields["pixel_values"]
-            if value.dim() != 4 or value.shape[1] != channels:
-                fail("pixel_values", f"[batch, {channels}, height, width]", value)
-        elif kind == "audio" and "input_values" in fields:
-            value = fields["input_values"]
-            if value.dim() != 2:
-                fail("input_values", "[batch, samples] (mono waveform)", value)
-        elif kind == "text" and "input_ids" in fields:
-            value = fields["input_ids"]
-            if value.dim() != 2 or value.is_floating_point():
-                fail("input_ids", "[batch, tokens] integer token ids", value)
-        elif kind == "features" and "values" in fields:
-            value = fields["values"]
-            if value.dim() != 2 or value.shape[1] != spec["input_dim"]:
-                fail("values", f"[batch, {spec['input_dim']}] floats", value)
-        for field in ("attention_mask", "token_type_ids"):
-            main = KIND_FIELDS[kind][0][0]
-            if field in fields and main in fields and fields[field].shape != fields[main].shape:
-                fail(field, f"the shape of '{name}_{main}' {tuple(fields[main].shape)}", fields[field])
-        for field in ("input_values", "values", "embeds"):
-            if (
-                field in fields
-                and fields[field].is_floating_point()
-                and not torch.isfinite(fields[field]).all()
-            ):
-                raise ValueError(
-                    f"modality '{name}' ({kind}): field '{name}_{field}' holds NaN or inf values"
-                )
-
-    def _presence(self, name: str, fields: dict[str, torch.Tensor], batch_size: int, device) -> torch.Tensor:
-        has_input = bool(set(fields) - {"mask"})
-        if "mask" not in fields:
-            return torch.full((batch_size,), has_input, dtype=torch.bool, device=device)
-        mask = fields["mask"].to(device=device, dtype=torch.bool)
-        if not has_input and mask.any():
-            raise ValueError(
-                f"modality '{name}': '{name}_mask' marks samples present but the batch has no {name} input"
-            )
-        return mask
-
-    def _drop_modalities(self, masks: torch.Tensor) -> torch.Tensor:
-        """Modality dropout: mask each present modality with probability p, keeping one per sample."""
-        keep = torch.rand(masks.shape, device=masks.device) >= self.config.modality_dropout
-        dropped = masks & keep
-        emptied = masks.any(dim=1) & ~dropped.any(dim=1)
-        if emptied.any():
-            scores = torch.rand(masks.shape, device=masks.device).masked_fill(~masks, -1.0)
-            rescue = nn.functional.one_hot(scores.argmax(dim=1), masks.shape[1]).bool()
-            dropped = dropped | (rescue & emptied.unsqueeze(1))
-        return dropped
-
     # ------------------------------------------------------------------ encoding
     def _encoder_dtype(self, name: str) -> torch.dtype | None:
         param = next(self.encoders[name].parameters(), None)
@@ -503,28 +300,25 @@ class FusionModel(FusionPreTrainedModel):
         fields = {
             k: v.to(dtype) if v.is_floating_point() and dtype is not None else v for k, v in fields.items()
         }
-        if spec["kind"] == "features":
+        if spec.kind == "features":
             return encoder(fields["values"])
         token_mask = None
         call_fields = dict(fields)
-        if spec["kind"] == "audio":
+        if spec.kind == "audio":
             attention_mask = call_fields.pop("attention_mask", None)
-            if (
-                attention_mask is not None
-                and getattr(spec["config"], "feat_extract_norm", "layer") == "group"
-            ):
+            if attention_mask is not None and getattr(spec.config, "feat_extract_norm", "layer") == "group":
                 if not bool(attention_mask.all()):
                     return self._run_unpadded_audio(name, fields["input_values"], attention_mask)
                 attention_mask = None
             if attention_mask is not None:
                 call_fields["attention_mask"] = attention_mask
-        outputs = encoder(**call_fields, output_hidden_states=spec["layer"] is not None, return_dict=True)
-        hidden = outputs.last_hidden_state if spec["layer"] is None else outputs.hidden_states[spec["layer"]]
+        outputs = encoder(**call_fields, output_hidden_states=spec.layer is not None, return_dict=True)
+        hidden = outputs.last_hidden_state if spec.layer is None else outputs.hidden_states[spec.layer]
         if hidden.dim() == 4:  # CNN feature map [B, C, H, W] -> tokens [B, H*W, C]
             hidden = hidden.flatten(2).transpose(1, 2)
-        if spec["kind"] == "text" and "attention_mask" in fields:
+        if spec.kind == "text" and "attention_mask" in fields:
             token_mask = fields["attention_mask"].bool()
-        elif spec["kind"] == "audio" and "attention_mask" in call_fields:
+        elif spec.kind == "audio" and "attention_mask" in call_fields:
             token_mask = encoder._get_feature_vector_attention_mask(
                 hidden.shape[1], call_fields["attention_mask"]
             ).bool()
@@ -562,13 +356,14 @@ class FusionModel(FusionPreTrainedModel):
             return self._run_encoder(name, inputs)
 
     def _prepare(self, inputs: dict[str, Any], labels: torch.Tensor | None):
-        batch = self._split_inputs(inputs)
-        batch_size = self._batch_size(batch, labels)
+        """Split and validate the batch (see ``batch_inputs``): ``(fields per modality, B, masks [B, M])``."""
+        batch = split_inputs(self.config, inputs)
+        batch_size = batch_size_of(self.config, batch, labels)
         device = self.classifier.weight.device
         for name, fields in batch.items():
-            self._check_fields(name, fields)
+            check_fields(self.config, name, fields, self.pooled_dims[name])
         masks = torch.stack(
-            [self._presence(name, batch[name], batch_size, device) for name in self.config.modalities], dim=1
+            [presence(name, batch[name], batch_size, device) for name in self.config.modalities], dim=1
         )
         return batch, batch_size, masks
 
@@ -595,11 +390,43 @@ class FusionModel(FusionPreTrainedModel):
         aux_loss_weight: float | None = None,
         **inputs: Any,
     ) -> FusionModelOutput | tuple:
-        """Fuse the batch's modalities; with ``labels`` also the loss. ``aux_loss_weight`` overrides the config's
-        weight of the auxiliary losses for this call (the trainer's schedule uses it)."""
+        r"""Encode, pool and project every modality in the batch, fuse them and classify; with ``labels`` also the
+        loss. ``B`` is the batch size, ``M`` the number of modalities; every modality field is optional.
+
+        Args:
+            labels (`torch.Tensor`, *optional*): ``[B]`` class indices (single-label), ``[B, num_labels]`` floats
+                (multi-label, 0/1) or ``[B]`` / ``[B, num_labels]`` floats (regression, ``num_labels == 1`` or
+                ``problem_type="regression"``).
+            return_dict (`bool`, *optional*): ``False`` returns a tuple instead of a [`FusionModelOutput`].
+            aux_loss_weight (`float`, *optional*): overrides ``config.aux_loss_weight`` for this call (the
+                trainer's schedule uses it).
+            **inputs: ``{name}_{field}`` tensors per modality ``name`` (see ``configuration_fusion.KIND_FIELDS``):
+
+                - image: ``{name}_pixel_values`` ``[B, C, H, W]`` float.
+                - audio: ``{name}_input_values`` ``[B, samples]`` float (mono, at the feature extractor's rate),
+                  ``{name}_attention_mask`` ``[B, samples]``.
+                - text: ``{name}_input_ids`` ``[B, T]`` int, ``{name}_attention_mask`` / ``{name}_token_type_ids``
+                  / ``{name}_position_ids`` ``[B, T]``.
+                - features: ``{name}_values`` ``[B, input_dim]`` float.
+                - any kind: ``{name}_embeds`` ``[B, pooled_dim]`` (a precomputed pooled vector, e.g. from the
+                  embedding cache; skips the encoder) and ``{name}_mask`` ``[B]`` bool (False = the sample lacks
+                  this modality). A modality absent from the batch is missing for every sample.
+
+        Returns:
+            [`FusionModelOutput`] (or its tuple): ``loss`` (with ``labels``), ``logits`` ``[B, num_labels]``,
+            ``fused_embedding`` ``[B, fusion_hidden_size]``, ``modality_embeddings`` name -> ``[B,
+            projection_dim]``, ``aux_logits``, ``modality_weights`` ``[B, M]`` (or ``None``), ``aux_losses``,
+            ``modality_mask`` ``[B, M]``.
+
+        Raises:
+            ValueError: naming the modality and the field: a key of no modality, a field its kind does not take,
+                missing required fields, both ``{name}_embeds`` and encoder inputs, a wrong shape or dtype,
+                NaN/inf in audio, feature or embedding values, a mask marking samples present without input,
+                or batch sizes that differ between fields (see ``batch_inputs``).
+        """
         batch, batch_size, masks = self._prepare(inputs, labels)
         if self.training and self.config.modality_dropout > 0:
-            masks = self._drop_modalities(masks)
+            masks = drop_modalities(masks, self.config.modality_dropout)
         projected: dict[str, torch.Tensor] = {}
         for i, name in enumerate(self.config.modalities):
             present = masks[:, i]

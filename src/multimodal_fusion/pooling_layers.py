@@ -1,13 +1,15 @@
 """Pooling of an encoder's token sequence into one vector per sample, in a name -> class registry.
 
 Every pooling takes ``hidden`` ``[B, T, D]``, an optional token ``mask`` ``[B, T]`` (True = real token) and
-the encoder's own ``pooler_output`` ``[B, D]`` when it has one, and returns ``[B, D]``.
+the encoder's own ``pooler_output`` ``[B, D]`` when it has one, and returns ``[B, D]``. A pooling with parameters
+of its own defines ``init_weights(std)`` (see ``fusion_layers``).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import initialization as init
 
 POOLING_REGISTRY: dict[str, type[nn.Module]] = {}
 
@@ -77,6 +79,10 @@ class AttentionPooling(nn.Module):
         super().__init__()
         self.query = nn.Parameter(torch.zeros(hidden_size))
         self.key = nn.Linear(hidden_size, hidden_size)
+
+    def init_weights(self, std: float) -> None:
+        """A zero query: uniform attention (mean pooling) at the start of training."""
+        init.zeros_(self.query)
 
     def forward(
         self, hidden: torch.Tensor, mask: torch.Tensor | None = None, pooler_output=None

@@ -15,7 +15,7 @@ from ..modeling_fusion import FusionModel
 from ..processing_fusion import FusionProcessor
 from .unfreezing import will_unfreeze
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("multimodal_fusion.embedding_cache")  # one logger for the whole cache feature
 
 
 def embedding_cache_plan(

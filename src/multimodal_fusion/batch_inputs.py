@@ -1,0 +1,163 @@
+"""A fusion model's batch: split the flat ``{name}_{field}`` keyword inputs per modality, validate them, build the
+``[B, M]`` presence mask and apply modality dropout. Pure functions of the config and the tensors.
+
+This file is copied next to the weights by ``save_pretrained`` (``trust_remote_code`` loading), so it imports
+only torch and sibling modules of this folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .configuration_fusion import KIND_FIELDS, FusionConfig
+
+SPECIAL_FIELDS = ("embeds", "mask")
+"""Fields every modality takes besides its encoder's: ``{name}_embeds`` (a precomputed pooled vector ``[B,
+pooled_dim]`` that skips the encoder) and ``{name}_mask`` (``[B]`` bool, False = modality missing)."""
+
+
+def split_inputs(config: FusionConfig, inputs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Group ``{name}_{field}`` inputs by modality (``None`` values dropped): ``name -> {field: value}`` for every
+    modality of ``config``, in config order.
+
+    Raises:
+        ValueError: a key that belongs to no modality, a field the modality's kind does not take, both
+            ``{name}_embeds`` and encoder inputs, or encoder inputs without the kind's required fields.
+    """
+    names = sorted(config.modalities, key=len, reverse=True)  # longest first: "image_2" before "image"
+    batch: dict[str, dict[str, Any]] = {name: {} for name in config.modalities}
+    for key, value in inputs.items():
+        if value is None:
+            continue
+        owner = next((n for n in names if key.startswith(n + "_")), None)
+        if owner is None:
+            raise ValueError(
+                f"unexpected input '{key}': batch keys are '{{modality}}_{{field}}' for modalities "
+                f"{config.modality_names}, plus 'labels'"
+            )
+        batch[owner][key[len(owner) + 1 :]] = value
+    for name, fields in batch.items():
+        kind = config.modalities[name].kind
+        required, optional = KIND_FIELDS[kind]
+        allowed = (*required, *optional, *SPECIAL_FIELDS)
+        for field in fields:
+            if field not in allowed:
+                raise ValueError(
+                    f"modality '{name}' ({kind}): unexpected field '{name}_{field}'; expected "
+                    f"{[f'{name}_{f}' for f in allowed]}"
+                )
+        encoder_fields = set(fields) - set(SPECIAL_FIELDS)
+        if encoder_fields and "embeds" in fields:
+            raise ValueError(f"modality '{name}': give either '{name}_embeds' or encoder inputs, not both")
+        if encoder_fields and not set(required) <= encoder_fields:
+            raise ValueError(
+                f"modality '{name}' ({kind}): missing field(s) {[f'{name}_{f}' for f in required]}"
+            )
+    return batch
+
+
+def batch_size_of(
+    config: FusionConfig, batch: Mapping[str, Mapping[str, Any]], labels: torch.Tensor | None
+) -> int:
+    """The common first dimension of every tensor in ``batch`` (and of ``labels``).
+
+    Raises:
+        ValueError: a field that is not a tensor or has no batch dimension, an empty batch, or sizes that differ
+            (the message lists every field's size).
+    """
+    sizes = {"labels": labels.shape[0]} if labels is not None else {}
+    for name, fields in batch.items():
+        for field, value in fields.items():
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(
+                    f"modality '{name}': field '{name}_{field}' must be a torch.Tensor, got {type(value).__name__}"
+                )
+            if value.dim() == 0:
+                raise ValueError(f"modality '{name}': field '{name}_{field}' needs a batch dimension")
+            sizes[f"{name}_{field}"] = value.shape[0]
+    if not sizes or set(sizes) == {"labels"}:
+        raise ValueError(f"the batch holds no input for any modality of {config.modality_names}")
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"inconsistent batch sizes (field: size): {sizes}")
+    return next(iter(sizes.values()))
+
+
+def check_fields(
+    config: FusionConfig, name: str, fields: Mapping[str, torch.Tensor], pooled_dim: int
+) -> None:
+    """Check the shapes and values of modality ``name``'s fields (``pooled_dim``: its encoder's output width).
+
+    Raises:
+        ValueError: naming the modality, the field, the expected shape and the shape given; or non-finite
+            (NaN/inf) audio, feature or embedding values.
+    """
+    spec = config.modalities[name]
+    kind = spec.kind
+
+    def fail(field: str, expected: str, value: torch.Tensor) -> None:
+        raise ValueError(
+            f"modality '{name}' ({kind}): field '{name}_{field}' must be {expected}, got shape {tuple(value.shape)}"
+        )
+
+    if "embeds" in fields and (fields["embeds"].dim() != 2 or fields["embeds"].shape[1] != pooled_dim):
+        fail("embeds", f"[batch, {pooled_dim}] (the pooled encoder output)", fields["embeds"])
+    if "mask" in fields and fields["mask"].dim() != 1:
+        fail("mask", "[batch] booleans (False = modality missing)", fields["mask"])
+    if kind == "image" and "pixel_values" in fields:
+        channels = getattr(spec.config, "num_channels", None) or 3
+        value = fields["pixel_values"]
+        if value.dim() != 4 or value.shape[1] != channels:
+            fail("pixel_values", f"[batch, {channels}, height, width]", value)
+    elif kind == "audio" and "input_values" in fields:
+        value = fields["input_values"]
+        if value.dim() != 2:
+            fail("input_values", "[batch, samples] (mono waveform)", value)
+    elif kind == "text" and "input_ids" in fields:
+        value = fields["input_ids"]
+        if value.dim() != 2 or value.is_floating_point():
+            fail("input_ids", "[batch, tokens] integer token ids", value)
+    elif kind == "features" and "values" in fields:
+        value = fields["values"]
+        if value.dim() != 2 or value.shape[1] != spec.input_dim:
+            fail("values", f"[batch, {spec.input_dim}] floats", value)
+    main = KIND_FIELDS[kind][0][0]
+    for field in ("attention_mask", "token_type_ids"):
+        if field in fields and main in fields and fields[field].shape != fields[main].shape:
+            fail(field, f"the shape of '{name}_{main}' {tuple(fields[main].shape)}", fields[field])
+    for field in ("input_values", "values", "embeds"):
+        if field in fields and fields[field].is_floating_point() and not torch.isfinite(fields[field]).all():
+            raise ValueError(f"modality '{name}' ({kind}): field '{name}_{field}' holds NaN or inf values")
+
+
+def presence(name: str, fields: Mapping[str, torch.Tensor], batch_size: int, device: Any) -> torch.Tensor:
+    """``[B]`` bool: which samples have modality ``name`` (its ``{name}_mask``, else all when it has inputs).
+
+    Raises:
+        ValueError: ``{name}_mask`` marks samples present while the batch has no input for ``name``.
+    """
+    has_input = bool(set(fields) - {"mask"})
+    if "mask" not in fields:
+        return torch.full((batch_size,), has_input, dtype=torch.bool, device=device)
+    mask = fields["mask"].to(device=device, dtype=torch.bool)
+    if not has_input and mask.any():
+        raise ValueError(
+            f"modality '{name}': '{name}_mask' marks samples present but the batch has no {name} input"
+        )
+    return mask
+
+
+def drop_modalities(masks: torch.Tensor, p: float) -> torch.Tensor:
+    """Modality dropout: mask each present modality of ``masks`` ``[B, M]`` with probability ``p``, keeping at
+    least one (chosen at random among the present ones) per sample that had any."""
+    keep = torch.rand(masks.shape, device=masks.device) >= p
+    dropped = masks & keep
+    emptied = masks.any(dim=1) & ~dropped.any(dim=1)
+    if emptied.any():
+        scores = torch.rand(masks.shape, device=masks.device).masked_fill(~masks, -1.0)
+        rescue = nn.functional.one_hot(scores.argmax(dim=1), masks.shape[1]).bool()
+        dropped = dropped | (rescue & emptied.unsqueeze(1))
+    return dropped
