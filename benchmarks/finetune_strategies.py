@@ -24,6 +24,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer  # noqa: E402
 
+from multimodal_fusion.configs import config_path  # noqa: E402
 from multimodal_fusion.demo.dataset import generate_demo_dataset  # noqa: E402
 from multimodal_fusion.demo.pretrain import predict_log_probs, pretrain_unimodal  # noqa: E402
 from multimodal_fusion.demo.unimodal import UnimodalClassifier  # noqa: E402
@@ -31,7 +32,7 @@ from multimodal_fusion.demo.unimodal_inputs import ModalityInputs, read_split  #
 from multimodal_fusion.training.run_fusion import main as run_training  # noqa: E402
 
 MODALITIES = ("image", "audio", "text")
-CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "demo.yaml"
+CONFIG = config_path("demo.yaml")
 STRATEGIES = {
     "all frozen": ["--trainable_layers", "0"],
     "full fine-tune": ["--trainable_layers", "all"],

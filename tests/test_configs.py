@@ -1,14 +1,13 @@
-"""The ready configs in training/configs parse: run configs through run.py's parser, accelerate configs through
+"""The ready configs shipped in the package (multimodal_fusion/configs) parse: run configs through run.py's parser, accelerate configs through
 accelerate's own config class."""
-
-from pathlib import Path
 
 import pytest
 from accelerate.commands.config.config_args import ClusterConfig
 
+from multimodal_fusion.configs import config_path
 from multimodal_fusion.training.run_fusion import parse_arguments
 
-CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIGS = config_path("demo.yaml").parent
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "modeling_fusion": MODEL,
     "batch_inputs": MODEL,
     "model_freezing": MODEL,
+    "modality_encoding": MODEL,
     "encoder_layout": MODEL,
     "feature_encoder": MODEL,
     "fusion_layers": MODEL,

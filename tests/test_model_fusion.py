@@ -130,7 +130,7 @@ def test_group_norm_wav2vec2_is_batch_invariant_and_naive_padding_is_not(tiny_di
     for row in range(3):
         alone = model.get_modality_embeddings(**select_rows(batch, [row]))["audio"]
         assert (alone[0] - together[row]).abs().max() <= 1e-5
-        # What plain padded encoding would give (frames masked in the mean, as HF_NOTES §4 describes).
+        # What plain padded encoding would give.
         with torch.no_grad():
             hidden = encoder(batch["audio_input_values"][row : row + 1]).last_hidden_state
             length = int(batch["audio_attention_mask"][row].sum())

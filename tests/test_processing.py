@@ -65,7 +65,7 @@ def normalized(x: np.ndarray) -> np.ndarray:
 
 
 class FakeAudioDecoder:
-    """Mimics datasets 5's lazy ``AudioDecoder`` (HF_NOTES §6): not a dict; ``["array"]``, ``["sampling_rate"]``,
+    """Mimics datasets 5's lazy ``AudioDecoder``: not a dict; ``["array"]``, ``["sampling_rate"]``,
     ``get_all_samples()`` -> ``AudioSamples(data=[C, N], sample_rate)``. torchcodec is not installed here."""
 
     def __init__(self, data: np.ndarray, rate: int):

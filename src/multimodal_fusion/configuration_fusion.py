@@ -103,12 +103,12 @@ def check_trainable_layers(name: str, value: Any) -> int | str:
     return value
 
 
-def resolve_kind(name: str, kind: str | None, config: PretrainedConfig | None, input_dim: Any) -> str | None:
-    """The one place of the rule "no encoder but an ``input_dim`` means kind ``features``"; checks a given kind.
-    ``None`` when the kind is still open (to be inferred from the encoder)."""
+def resolve_kind(name: str, kind: str | None, has_encoder: bool, input_dim: Any) -> str | None:
+    """The one place of the rule "no encoder (config, path or processor) but an ``input_dim`` means kind
+    ``features``"; checks a given kind. ``None`` when the kind is still open (to be inferred from the encoder)."""
     if kind is not None and kind not in MODALITY_KINDS:
         raise ValueError(f"modality '{name}': `kind` must be one of {MODALITY_KINDS}, got {kind!r}")
-    if kind is None and config is None and input_dim is not None:
+    if kind is None and not has_encoder and input_dim is not None:
         return "features"
     return kind
 
@@ -182,7 +182,7 @@ class ModalitySpec:
         return out
 
     def _validate(self, name: str) -> None:
-        self.kind = resolve_kind(name, self.kind, self.config, self.input_dim)
+        self.kind = resolve_kind(name, self.kind, self.config is not None, self.input_dim)
         if self.kind == "features":
             self.input_dim = check_input_dim(name, self.input_dim)
             sizes = self.hidden_sizes if self.hidden_sizes is not None else [self.input_dim]

@@ -7,7 +7,6 @@ imports to torch, transformers, timm and flat relative imports of this folder.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from .configuration_fusion import KIND_FIELDS, FusionConfig, encoder_tower_confi
 from .encoder_layout import EncoderLayout
 from .feature_encoder import FeatureEncoder
 from .fusion_layers import FUSION_REGISTRY
+from .modality_encoding import ModalityEncodingMixin
 from .model_freezing import EncoderFreezingMixin
 from .pooling_layers import POOLING_REGISTRY
 
@@ -75,6 +75,30 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type
     if problem_type == "single_label_classification":
         return nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1).long())
     return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+def fusion_loss(
+    config: FusionConfig,
+    logits: torch.Tensor,
+    aux_logits: dict[str, torch.Tensor] | None,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    aux_weight: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """Main loss plus ``aux_weight`` x the mean of the per-modality auxiliary losses, each over the samples where
+    that modality is present (``masks`` ``[B, M]``). Returns ``(loss, aux losses by name or None)``."""
+    problem_type = problem_type_for(config, labels)
+    loss = classification_loss(logits, labels, problem_type)
+    aux_losses = None
+    if aux_logits is not None and aux_weight > 0:
+        aux_losses = {
+            name: classification_loss(aux_logits[name][masks[:, i]], labels[masks[:, i]], problem_type)
+            for i, name in enumerate(config.modalities)
+            if bool(masks[:, i].any())
+        }
+        if aux_losses:
+            loss = loss + aux_weight * torch.stack(list(aux_losses.values())).mean()
+    return loss, aux_losses
 
 
 def load_encoder(name: str, path: str, kind: str | None = None, **kwargs: Any) -> tuple[PreTrainedModel, str]:
@@ -156,7 +180,7 @@ class FusionPreTrainedModel(PreTrainedModel):
                 init.normal_(placeholder, std=std)
 
 
-class FusionModel(EncoderFreezingMixin, FusionPreTrainedModel):
+class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedModel):
     """Pretrained encoders merged into one classifier/regressor. Build it with [`FusionModel.from_encoders`].
 
     Inputs are ``{name}_{field}`` tensors per modality (``image_pixel_values``, ``audio_input_values``,
@@ -287,74 +311,6 @@ class FusionModel(EncoderFreezingMixin, FusionPreTrainedModel):
             if not timm_encoders:
                 raise
 
-    # ------------------------------------------------------------------ encoding
-    def _encoder_dtype(self, name: str) -> torch.dtype | None:
-        param = next(self.encoders[name].parameters(), None)
-        return param.dtype if param is not None else None
-
-    def _run_encoder(self, name: str, fields: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled output ``[n, pooled_dim]`` of modality ``name``'s encoder for these rows."""
-        spec = self.config.modalities[name]
-        encoder = self.encoders[name]
-        dtype = self._encoder_dtype(name)
-        fields = {
-            k: v.to(dtype) if v.is_floating_point() and dtype is not None else v for k, v in fields.items()
-        }
-        if spec.kind == "features":
-            return encoder(fields["values"])
-        token_mask = None
-        call_fields = dict(fields)
-        if spec.kind == "audio":
-            attention_mask = call_fields.pop("attention_mask", None)
-            if attention_mask is not None and getattr(spec.config, "feat_extract_norm", "layer") == "group":
-                if not bool(attention_mask.all()):
-                    return self._run_unpadded_audio(name, fields["input_values"], attention_mask)
-                attention_mask = None
-            if attention_mask is not None:
-                call_fields["attention_mask"] = attention_mask
-        outputs = encoder(**call_fields, output_hidden_states=spec.layer is not None, return_dict=True)
-        hidden = outputs.last_hidden_state if spec.layer is None else outputs.hidden_states[spec.layer]
-        if hidden.dim() == 4:  # CNN feature map [B, C, H, W] -> tokens [B, H*W, C]
-            hidden = hidden.flatten(2).transpose(1, 2)
-        if spec.kind == "text" and "attention_mask" in fields:
-            token_mask = fields["attention_mask"].bool()
-        elif spec.kind == "audio" and "attention_mask" in call_fields:
-            token_mask = encoder._get_feature_vector_attention_mask(
-                hidden.shape[1], call_fields["attention_mask"]
-            ).bool()
-        return self.poolers[name](hidden, token_mask, getattr(outputs, "pooler_output", None))
-
-    def _run_unpadded_audio(
-        self, name: str, values: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Group-norm wav2vec2 encoders (the ``base`` checkpoints) normalise over the whole padded waveform, so
-        padding changes the result; encode each distinct length unpadded to stay exactly batch-invariant."""
-        lengths = attention_mask.long().sum(dim=1)
-        pooled = None
-        for length in lengths.unique().tolist():
-            rows = (lengths == length).nonzero().squeeze(1)
-            out = self._run_encoder(name, {"input_values": values[rows, :length]})
-            if pooled is None:
-                pooled = out.new_zeros(values.shape[0], out.shape[1])
-            pooled = pooled.index_copy(0, rows, out)
-        return pooled
-
-    def _pooled(
-        self, name: str, fields: dict[str, torch.Tensor], present: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Pooled vectors ``[n_present, pooled_dim]`` for the present rows, or ``None`` when none is present."""
-        if not bool(present.any()):
-            return None
-        if "embeds" in fields:  # cached float32 vectors follow the projection's dtype, as encoder inputs do
-            return fields["embeds"][present].to(self.projections[name][0].weight.dtype)
-        inputs = {k: v for k, v in fields.items() if k != "mask"}
-        if not bool(present.all()):
-            inputs = {k: v[present] for k, v in inputs.items()}
-        encoder = self.encoders[name]
-        frozen = not any(p.requires_grad for p in encoder.parameters())
-        with torch.no_grad() if frozen else contextlib.nullcontext():
-            return self._run_encoder(name, inputs)
-
     def _prepare(self, inputs: dict[str, Any], labels: torch.Tensor | None):
         """Split and validate the batch (see ``batch_inputs``): ``(fields per modality, B, masks [B, M])``."""
         batch = split_inputs(self.config, inputs)
@@ -427,19 +383,7 @@ class FusionModel(EncoderFreezingMixin, FusionPreTrainedModel):
         batch, batch_size, masks = self._prepare(inputs, labels)
         if self.training and self.config.modality_dropout > 0:
             masks = drop_modalities(masks, self.config.modality_dropout)
-        projected: dict[str, torch.Tensor] = {}
-        for i, name in enumerate(self.config.modalities):
-            present = masks[:, i]
-            pooled = self._pooled(name, batch[name], present)
-            placeholder = self.missing_embeddings[name].unsqueeze(0).expand(batch_size, -1)
-            if pooled is None:
-                projected[name] = placeholder
-                continue
-            vectors = self.projections[name](pooled)
-            scattered = vectors.new_zeros(batch_size, vectors.shape[1]).index_copy(
-                0, present.nonzero().squeeze(1), vectors
-            )
-            projected[name] = torch.where(present.unsqueeze(1), scattered, placeholder.to(vectors.dtype))
+        projected = self._project(batch, masks, batch_size)
         dtype = functools.reduce(torch.promote_types, [v.dtype for v in projected.values()])
         embeddings = torch.stack([projected[name].to(dtype) for name in self.config.modalities], dim=1)
         fused = self.fusion(embeddings, masks)
@@ -451,19 +395,8 @@ class FusionModel(EncoderFreezingMixin, FusionPreTrainedModel):
         )
         loss, aux_losses = None, None
         if labels is not None:
-            problem_type = problem_type_for(self.config, labels)
-            loss = classification_loss(logits, labels, problem_type)
             aux_weight = self.config.aux_loss_weight if aux_loss_weight is None else aux_loss_weight
-            if aux_logits is not None and aux_weight > 0:
-                aux_losses = {
-                    name: classification_loss(
-                        aux_logits[name][masks[:, i]], labels[masks[:, i]], problem_type
-                    )
-                    for i, name in enumerate(self.config.modalities)
-                    if bool(masks[:, i].any())
-                }
-                if aux_losses:
-                    loss = loss + aux_weight * torch.stack(list(aux_losses.values())).mean()
+            loss, aux_losses = fusion_loss(self.config, logits, aux_logits, labels, masks, aux_weight)
         output = FusionModelOutput(
             loss=loss,
             logits=logits,

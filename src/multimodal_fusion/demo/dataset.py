@@ -79,6 +79,38 @@ def _corruption_flags(rng: np.random.Generator, size: int, prob: float) -> np.nd
     return flags
 
 
+def _write_sample(
+    out_dir: Path,
+    stem: str,
+    label: int,
+    corrupted: dict[str, bool],
+    pools: dict[int, list],
+    rng: np.random.Generator,
+    audio_kwargs: dict,
+) -> dict:
+    """Render one sample's image and waveform into ``out_dir`` and return its csv row (draws from ``rng`` in a fixed
+    order: image, audio, text)."""
+    if corrupted["image"]:
+        glyph = noise_glyph(rng)
+    else:
+        pool = pools[label]
+        glyph = pool[rng.integers(len(pool))]
+    render_glyph(glyph, rng, IMAGE_SIZE).save(out_dir / "images" / f"{stem}.png")
+    if corrupted["audio"]:
+        wave = noise_waveform(rng, **audio_kwargs)
+    else:
+        wave = dtmf_waveform(label, rng, **audio_kwargs)
+    sf.write(out_dir / "audio" / f"{stem}.wav", wave, SAMPLING_RATE, subtype="PCM_16")
+    text = filler_phrase(rng) if corrupted["text"] else digit_phrase(label, rng)
+    return {
+        "image": f"images/{stem}.png",
+        "audio": f"audio/{stem}.wav",
+        "text": text,
+        "label": label,
+        **{f"{m}_corrupted": int(corrupted[m]) for m in MODALITIES},
+    }
+
+
 def generate_demo_dataset(
     out_dir: str | Path,
     num_samples: int = 3000,
@@ -121,29 +153,9 @@ def generate_demo_dataset(
         flags = {m: _corruption_flags(rng, size, corruption_prob) for m in MODALITIES}
         rows = []
         for index, label in enumerate(labels):
-            label = int(label)
+            corrupted = {m: bool(flags[m][index]) for m in MODALITIES}
             stem = f"{split}_{index:05d}"
-            if flags["image"][index]:
-                glyph = noise_glyph(rng)
-            else:
-                pool = pools[split][label]
-                glyph = pool[rng.integers(len(pool))]
-            render_glyph(glyph, rng, IMAGE_SIZE).save(out_dir / "images" / f"{stem}.png")
-            if flags["audio"][index]:
-                wave = noise_waveform(rng, **audio_kwargs)
-            else:
-                wave = dtmf_waveform(label, rng, **audio_kwargs)
-            sf.write(out_dir / "audio" / f"{stem}.wav", wave, SAMPLING_RATE, subtype="PCM_16")
-            text = filler_phrase(rng) if flags["text"][index] else digit_phrase(label, rng)
-            rows.append(
-                {
-                    "image": f"images/{stem}.png",
-                    "audio": f"audio/{stem}.wav",
-                    "text": text,
-                    "label": label,
-                    **{f"{m}_corrupted": int(flags[m][index]) for m in MODALITIES},
-                }
-            )
+            rows.append(_write_sample(out_dir, stem, int(label), corrupted, pools[split], rng, audio_kwargs))
             bar.update()
         paths[split] = out_dir / f"{split}.csv"
         with open(paths[split], "w", newline="", encoding="utf-8") as f:

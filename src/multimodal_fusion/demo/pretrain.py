@@ -166,6 +166,38 @@ def _flags(rows: list[dict[str, str]], modality: str) -> torch.Tensor:
     return torch.tensor([row[f"{modality}_corrupted"] == "1" for row in rows])
 
 
+def _unimodal_metrics(
+    log_probs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], corrupted: torch.Tensor
+) -> dict[str, Any]:
+    """Test accuracy overall, on clean and on corrupted samples (``corrupted``: the test split's flags), the
+    ideal accuracy, validation accuracy and the mean confidence on corrupted samples."""
+    test = log_probs["test"]
+    return {
+        "test_accuracy": _accuracy(test, labels["test"]),
+        "test_accuracy_clean": _accuracy(test, labels["test"], ~corrupted),
+        "test_accuracy_corrupted": _accuracy(test, labels["test"], corrupted),
+        "ideal_test_accuracy": round((~corrupted).float().mean().item() * 0.9 + 0.1, 4),
+        "validation_accuracy": _accuracy(log_probs["validation"], labels["validation"]),
+        "mean_confidence_corrupted": round(test[corrupted].exp().amax(-1).mean().item(), 4)
+        if corrupted.any()
+        else None,
+    }
+
+
+def _late_fusion(
+    test_log_probs: dict[str, torch.Tensor], test_rows: list[dict[str, str]], test_labels: torch.Tensor
+) -> dict[str, Any]:
+    """Late-fusion baseline: argmax of the mean of the unimodal heads' log-probabilities on the test split."""
+    all_corrupted = torch.stack([_flags(test_rows, m) for m in test_log_probs]).all(0)
+    combined = torch.stack(list(test_log_probs.values())).mean(0)
+    return {
+        "method": "argmax of the mean of the unimodal heads' log-probabilities",
+        "modalities": list(test_log_probs),
+        "test_accuracy": _accuracy(combined, test_labels),
+        "ideal_test_accuracy": round(1.0 - all_corrupted.float().mean().item() * 0.9, 4),
+    }
+
+
 def pretrain_unimodal(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -228,19 +260,11 @@ def pretrain_unimodal(
         )
         log_probs = {split: predict_log_probs(model, inputs[split]) for split in ("validation", "test")}
         test_log_probs[modality] = log_probs["test"]
-        corrupted = _flags(rows["test"], modality)
         save_dir = out_dir / modality
         model.save_pretrained(save_dir, id2label=id2label)
         processor.save_pretrained(save_dir)
         results[modality] = {
-            "test_accuracy": _accuracy(log_probs["test"], labels["test"]),
-            "test_accuracy_clean": _accuracy(log_probs["test"], labels["test"], ~corrupted),
-            "test_accuracy_corrupted": _accuracy(log_probs["test"], labels["test"], corrupted),
-            "ideal_test_accuracy": round((~corrupted).float().mean().item() * 0.9 + 0.1, 4),
-            "validation_accuracy": _accuracy(log_probs["validation"], labels["validation"]),
-            "mean_confidence_corrupted": round(log_probs["test"][corrupted].exp().amax(-1).mean().item(), 4)
-            if corrupted.any()
-            else None,
+            **_unimodal_metrics(log_probs, labels, _flags(rows["test"], modality)),
             "final_train_loss": None if final_loss is None else round(final_loss, 4),
             "epochs": epochs[modality],
             "learning_rate": learning_rate[modality],
@@ -250,14 +274,7 @@ def pretrain_unimodal(
         }
 
     if len(test_log_probs) > 1:
-        all_corrupted = torch.stack([_flags(rows["test"], m) for m in test_log_probs]).all(0)
-        combined = torch.stack(list(test_log_probs.values())).mean(0)
-        results["late_fusion"] = {
-            "method": "argmax of the mean of the unimodal heads' log-probabilities",
-            "modalities": list(test_log_probs),
-            "test_accuracy": _accuracy(combined, labels["test"]),
-            "ideal_test_accuracy": round(1.0 - all_corrupted.float().mean().item() * 0.9, 4),
-        }
+        results["late_fusion"] = _late_fusion(test_log_probs, rows["test"], labels["test"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "unimodal_results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

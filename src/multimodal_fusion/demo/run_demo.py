@@ -2,7 +2,7 @@
 
 1. Generate the tri-modal digits dataset (real files + csv).
 2. Stage 1: pretrain a tiny ViT, wav2vec2 and BERT, each on its own modality -- the "pretrained networks".
-3. Stage 2: fuse them with ``training/run.py``'s pipeline and ``training/configs/demo.yaml``, once per fusion
+3. Stage 2: fuse them with ``training/run.py``'s pipeline and the packaged ``configs/demo.yaml``, once per fusion
    type; evaluate on the test split and with each modality masked out (ablation).
 4. Write ``results.json``, ``report.md`` and plots to the output folder.
 """
@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..configs import config_path
 from ..fusion_layers import FUSION_REGISTRY
 from .report import write_report
 
 logger = logging.getLogger(__name__)
 
 MODALITIES = ("image", "audio", "text")
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "training" / "configs" / "demo.yaml"
+DEFAULT_CONFIG = config_path("demo.yaml")
 
 
 def _ablation_collator(collator, modality: str):

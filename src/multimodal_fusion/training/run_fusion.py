@@ -21,6 +21,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..configs import available_configs, config_path
 from ..data_collator import FusionDataCollator
 from ..data_loading import LoadedDataset, load_fusion_dataset
 from ..hub import push_folder, write_model_card
@@ -37,10 +38,13 @@ logger = logging.getLogger(__name__)
 def parse_arguments(
     argv: Sequence[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, FusionTrainingArguments]:
-    """Parse ``CONFIG.yaml|json [--flag value ...]`` or flags alone into the three argument dataclasses."""
+    """Parse ``CONFIG.yaml|json [--flag value ...]`` or flags alone into the three argument dataclasses.
+    ``CONFIG`` is a file, or the name of a packaged config (``demo.yaml``, ``hub-base.yaml``; see ``configs``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, FusionTrainingArguments))
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        if not Path(argv[0]).exists() and argv[0] in available_configs():
+            argv[0] = str(config_path(argv[0]))  # a packaged config by name: `run.py demo.yaml`
         text = Path(argv[0]).read_text()
         values = yaml.safe_load(text) if argv[0].endswith((".yaml", ".yml")) else json.loads(text)
         known = {action.dest for action in parser._actions}
@@ -182,15 +186,7 @@ def run(
     model_args: ModelArguments, data_args: DataArguments, training_args: FusionTrainingArguments
 ) -> RunOutput:
     """Train, evaluate (validation and test), save and optionally push."""
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    level = training_args.get_process_log_level()
-    logger.setLevel(level)
-    logging.getLogger("multimodal_fusion").setLevel(level)
-    datasets.utils.logging.set_verbosity(level)
-    transformers.utils.logging.set_verbosity(level)
+    setup_logging(training_args)
     set_seed(training_args.seed)
 
     push_to_hub, training_args.push_to_hub = (
@@ -202,7 +198,7 @@ def run(
         loaded = load_data(data_args, processor, training_args)
     splits = loaded.dataset
     model = build_model(model_args, loaded)
-    # Embedding cache: frozen encoders run once over the data, then train from `{name}_embeds` (issue 7).
+    # Embedding cache: frozen encoders run once over the data, then train from `{name}_embeds`.
     splits, _ = apply_embedding_cache(
         splits, model, processor, loaded.columns, training_args, skip_bad_samples=data_args.skip_bad_samples
     )
@@ -250,21 +246,46 @@ def run(
         results["skipped_samples"] = collator.num_skipped
         trainer.save_metrics("all", {"skipped_samples": collator.num_skipped})
     if trainer.is_world_process_zero():
-        dataset_name = data_args.dataset_name or data_args.dataset_dir or data_args.train_file
-        metrics = {k: v for k, v in results.items() if k.startswith(("eval_", "test_"))}
-        training = {
-            k: getattr(training_args, k)
-            for k in ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "seed")
-        }
-        write_model_card(
-            training_args.output_dir, model.config, dataset=dataset_name, metrics=metrics, training=training
-        )
-        if push_to_hub:
-            repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
-            push_folder(
-                training_args.output_dir, repo_id, training_args.hub_private_repo, training_args.hub_token
-            )
+        publish(model, data_args, training_args, results, push_to_hub)
     return RunOutput(trainer, results, splits)
+
+
+def setup_logging(training_args: FusionTrainingArguments) -> None:
+    """Log to stdout at the process's level (``log_level`` / ``log_level_replica``), for this package,
+    transformers and datasets alike."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    level = training_args.get_process_log_level()
+    logger.setLevel(level)
+    logging.getLogger("multimodal_fusion").setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def publish(
+    model: FusionModel,
+    data_args: DataArguments,
+    training_args: FusionTrainingArguments,
+    results: dict[str, Any],
+    push_to_hub: bool,
+) -> None:
+    """Write the model card into the output folder and, with ``push_to_hub``, upload that folder."""
+    dataset_name = data_args.dataset_name or data_args.dataset_dir or data_args.train_file
+    metrics = {k: v for k, v in results.items() if k.startswith(("eval_", "test_"))}
+    training = {
+        k: getattr(training_args, k)
+        for k in ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "seed")
+    }
+    write_model_card(
+        training_args.output_dir, model.config, dataset=dataset_name, metrics=metrics, training=training
+    )
+    if push_to_hub:
+        repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+        push_folder(
+            training_args.output_dir, repo_id, training_args.hub_private_repo, training_args.hub_token
+        )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
   step: modality dropout, missing modalities in the data, wav2vec2 layerdrop);
 - per-encoder learning rates, every parameter in the optimizer from the start;
 - checkpoint resume and ``load_best_model_at_end`` through ``from_pretrained`` so every encoder is restored
-  (a raw ``load_state_dict`` misses ViT's legacy key names, see HF_NOTES §5);
+  (a raw ``load_state_dict`` misses ViT's legacy key names);
 - auxiliary per-modality losses logged next to the loss;
 - length-grouped batching from a precomputed length column (no decoding of every row);
 - fine-tuning controls from the arguments: layer-wise learning-rate decay, an unfreezing schedule (DDP-safe),

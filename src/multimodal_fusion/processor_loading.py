@@ -1,0 +1,332 @@
+"""Building, saving and loading a [`FusionProcessor`]: its sub-processors (image processor, feature extractor,
+tokenizer per modality) from encoder checkpoints, and ``processor_config.json`` plus one sub-folder per modality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoImageProcessor,
+    AutoTokenizer,
+    PretrainedConfig,
+)
+from transformers.feature_extraction_utils import FeatureExtractionMixin
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import PROCESSOR_NAME, cached_file
+
+from .configuration_fusion import (
+    MODALITY_KINDS,
+    SPEC_KEYS,
+    check_input_dim,
+    encoder_tower_config,
+    infer_kind,
+    resolve_kind,
+)
+
+HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only")
+"""``from_pretrained`` arguments forwarded to every sub-processor (where to find the files)."""
+
+TIMM_CONFIG_NAME = "config.json"
+"""A timm image processor is saved as a timm-format ``config.json`` (``architecture`` + ``pretrained_cfg``):
+``TimmWrapperImageProcessor.save_pretrained`` is a no-op, and this form also loads with ``AutoImageProcessor``."""
+
+_VERY_LARGE_MAX_LENGTH = 10**6
+_POSITION_OFFSET_MODEL_TYPES = {
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "camembert",
+    "longformer",
+    "data2vec-text",
+    "roberta-prelayernorm",
+    "ibert",
+    "mpnet",
+}
+"""Text encoders whose position ids start after the padding index, so they hold ``max_position_embeddings -
+pad_token_id - 1`` tokens."""
+
+
+def text_max_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig | None) -> int | None:
+    """Longest input the text encoder takes: the tokenizer's ``model_max_length`` when set, else the config's
+    ``max_position_embeddings`` (minus the padding offset of RoBERTa-like models)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _VERY_LARGE_MAX_LENGTH:
+        return limit
+    positions = getattr(config, "max_position_embeddings", None) if config is not None else None
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if config.model_type in _POSITION_OFFSET_MODEL_TYPES:
+        positions -= (getattr(config, "pad_token_id", None) or 1) + 1
+    return positions
+
+
+def min_audio_samples(config: PretrainedConfig | None) -> int:
+    """Fewest samples a wav2vec2-style convolutional front-end turns into at least one frame (1 if unknown)."""
+    kernels = getattr(config, "conv_kernel", None)
+    strides = getattr(config, "conv_stride", None)
+    if not kernels or not strides or len(kernels) != len(strides):
+        return 1
+    needed = 1
+    for kernel, stride in reversed(list(zip(kernels, strides, strict=True))):
+        needed = (needed - 1) * stride + kernel
+    return int(needed)
+
+
+def _timm_processor(config: Any) -> Any:
+    """transformers' timm image processor from the checkpoint's ``pretrained_cfg``, or timm's default one for the
+    architecture when the checkpoint has none (a wrapper saved from scratch)."""
+    import timm
+    from transformers import TimmWrapperImageProcessor
+
+    pretrained_cfg = getattr(config, "pretrained_cfg", None)
+    if not pretrained_cfg:
+        pretrained_cfg = timm.models.get_pretrained_cfg(config.architecture).to_dict()
+    return TimmWrapperImageProcessor(pretrained_cfg=dict(pretrained_cfg), architecture=config.architecture)
+
+
+def _load_sub_processor(kind: str, path: str, config: PretrainedConfig | None, **kwargs: Any) -> Any:
+    if kind == "image":
+        if config is not None and config.model_type == "timm_wrapper":
+            return _timm_processor(config)
+        return AutoImageProcessor.from_pretrained(path, **kwargs)
+    if kind == "audio":
+        return AutoFeatureExtractor.from_pretrained(path, **kwargs)
+    return AutoTokenizer.from_pretrained(path, **kwargs)
+
+
+PROCESSOR_SPEC_KEYS = (
+    "kind",
+    "path",
+    "sampling_rate",
+    "max_length",
+    "min_audio_samples",
+    "input_dim",
+    "timm",
+)
+"""Saved per-modality fields of ``processor_config.json``."""
+
+
+def kind_of_processor(processor: Any) -> str | None:
+    """``image`` / ``audio`` / ``text`` from a sub-processor's type, ``None`` when it is none of those."""
+    if isinstance(processor, BaseImageProcessor):
+        return "image"
+    if isinstance(processor, PreTrainedTokenizerBase):
+        return "text"
+    if isinstance(processor, FeatureExtractionMixin):
+        return "audio"
+    return None
+
+
+def _is_timm(processor: Any) -> bool:
+    return type(processor).__name__ == "TimmWrapperImageProcessor"
+
+
+def normalize_processor_spec(name: str, spec: Any) -> tuple[dict[str, Any], Any]:
+    """Validate one modality of a [`FusionProcessor`] (a sub-processor or a spec dict) and return ``(settings,
+    sub-processor)``; errors name the modality and the field."""
+    spec = dict(spec) if isinstance(spec, Mapping) else {"processor": spec}
+    processor = spec.pop("processor", None)
+    unknown = set(spec) - set(PROCESSOR_SPEC_KEYS)
+    if unknown:
+        raise ValueError(
+            f"modality '{name}': unknown processor spec keys {sorted(unknown)}; allowed: "
+            f"{['processor', *PROCESSOR_SPEC_KEYS]}"
+        )
+    kind = resolve_kind(name, spec.get("kind"), processor is not None, spec.get("input_dim"))
+    kind = kind or kind_of_processor(processor)
+    if kind not in MODALITY_KINDS:
+        raise ValueError(
+            f"modality '{name}': cannot tell the kind from {type(processor).__name__}; give `kind` (one of "
+            f"{MODALITY_KINDS}) and a processor (image processor, feature extractor or tokenizer)"
+        )
+    out: dict[str, Any] = {"kind": kind, "path": spec.get("path")}
+    if kind == "features":
+        out["input_dim"] = check_input_dim(name, spec.get("input_dim"))
+        return out, None
+    expected = {"image": "an image processor", "audio": "a feature extractor", "text": "a tokenizer"}[kind]
+    if kind_of_processor(processor) != kind:
+        raise ValueError(
+            f"modality '{name}' ({kind}): `processor` must be {expected}, got {type(processor).__name__}"
+        )
+    if kind == "image":
+        out["timm"] = _is_timm(processor)
+    elif kind == "audio":
+        rate = getattr(processor, "sampling_rate", None)
+        if not isinstance(rate, int) or rate <= 0:
+            raise ValueError(f"modality '{name}': the feature extractor has no `sampling_rate`")
+        out["sampling_rate"] = rate
+        out["min_audio_samples"] = int(spec.get("min_audio_samples") or 1)
+    else:
+        max_length = spec.get("max_length", "auto")
+        out["max_length"] = text_max_length(processor, None) if max_length == "auto" else max_length
+    return out, processor
+
+
+class ProcessorLoadingMixin:
+    """``from_encoders`` / ``save_pretrained`` / ``from_pretrained`` of [`FusionProcessor`] (which holds
+    ``self.modalities``, name -> settings, and ``self.processors``, name -> sub-processor)."""
+
+    @classmethod
+    def from_encoders(
+        cls,
+        encoders: Mapping[str, str | Mapping[str, Any]],
+        *,
+        max_audio_seconds: float | Mapping[str, float] | None = None,
+        **hub_kwargs: Any,
+    ) -> Any:
+        """Load each encoder's image processor / feature extractor / tokenizer from the Hub or a local folder.
+
+        Args:
+            encoders: the mapping given to ``FusionModel.from_encoders``: modality name -> Hub id / folder, or a
+                spec dict with ``path`` and optionally ``kind`` (``features`` needs ``input_dim`` and no path),
+                ``max_length`` (text) or ``processor`` (a ready sub-processor). Model-only keys (``pooling``,
+                ``trainable_layers``...) are ignored, so ``model.config.modalities`` works too.
+            max_audio_seconds: keep at most this many seconds of each clip.
+            hub_kwargs: ``revision``, ``token``, ``cache_dir``, ``local_files_only``... for every sub-processor.
+
+        timm checkpoints get transformers' ``TimmWrapperImageProcessor`` built from their ``pretrained_cfg``.
+        """
+        unknown_kwargs = set(hub_kwargs) - set(HUB_KWARGS)
+        if unknown_kwargs:
+            raise TypeError(
+                f"unexpected arguments {sorted(unknown_kwargs)}; hub arguments are {list(HUB_KWARGS)}"
+            )
+        modalities: dict[str, dict[str, Any]] = {}
+        for name, spec in encoders.items():
+            spec = {"path": spec} if isinstance(spec, (str, os.PathLike)) else dict(spec)
+            unknown = set(spec) - set(SPEC_KEYS) - {"max_length", "processor", "min_audio_samples", "name"}
+            if unknown:
+                raise ValueError(f"modality '{name}': unknown spec keys {sorted(unknown)}")
+            has_encoder = spec.get("config") is not None or bool(spec.get("path"))
+            kind = resolve_kind(name, spec.get("kind"), has_encoder, spec.get("input_dim"))
+            if kind == "features":
+                modalities[name] = {"kind": "features", "input_dim": spec.get("input_dim")}
+                continue
+            path = spec.get("path")
+            config = spec.get("config")
+            if not isinstance(config, PretrainedConfig):
+                if not path:
+                    raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
+                config = AutoConfig.from_pretrained(str(path), **hub_kwargs)
+            kind = kind or infer_kind(name, config)
+            tower = encoder_tower_config(kind, config)
+            processor = spec.get("processor")
+            if processor is None:
+                if not path:
+                    raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
+                processor = _load_sub_processor(kind, str(path), tower, **hub_kwargs)
+            out = {"kind": kind, "processor": processor, "path": str(path) if path else None}
+            if kind == "text":
+                out["max_length"] = spec.get("max_length") or text_max_length(processor, tower)
+            elif kind == "audio":
+                out["min_audio_samples"] = spec.get("min_audio_samples") or min_audio_samples(tower)
+            modalities[name] = out
+        return cls(modalities, max_audio_seconds=max_audio_seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``processor_config.json`` holds: the class, the modalities in order, the options."""
+        return {
+            "processor_class": type(self).__name__,
+            "modalities": [{"name": name, **spec} for name, spec in self.modalities.items()],
+            "max_audio_seconds": self.max_audio_seconds,
+        }
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any
+    ) -> list[str]:
+        """Write ``processor_config.json`` and one sub-folder per modality (its processor's own files).
+
+        With ``push_to_hub=True`` the folder is also uploaded (``repo_id`` defaults to the folder name).
+        Returns the written files."""
+        save_directory = os.fspath(save_directory)
+        if os.path.isfile(save_directory):
+            raise ValueError(f"`save_directory` ({save_directory}) must be a directory, not a file")
+        os.makedirs(save_directory, exist_ok=True)
+        written = []
+        for name, processor in self.processors.items():
+            if processor is None:
+                continue
+            folder = os.path.join(save_directory, name)
+            os.makedirs(folder, exist_ok=True)
+            if self.modalities[name].get("timm"):
+                file = os.path.join(folder, TIMM_CONFIG_NAME)
+                timm_config = {
+                    "architecture": processor.architecture,
+                    "num_classes": 0,
+                    "pretrained_cfg": dict(processor.data_config),
+                }
+                with open(file, "w", encoding="utf-8") as handle:
+                    json.dump(timm_config, handle, indent=2)
+                written.append(file)
+            else:
+                written.extend(str(f) for f in processor.save_pretrained(folder) or [])
+        config_file = os.path.join(save_directory, PROCESSOR_NAME)
+        with open(config_file, "w", encoding="utf-8") as handle:
+            json.dump(self.to_dict(), handle, indent=2)
+            handle.write("\n")
+        written.append(config_file)
+        if push_to_hub:
+            repo_id = kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+            push_kwargs = {
+                k: v
+                for k, v in kwargs.items()
+                if k in ("commit_message", "private", "token", "revision", "create_pr")
+            }
+            self.push_to_hub(repo_id, **push_kwargs)
+        return written
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+        """Load a processor saved with ``save_pretrained`` from a folder or a Hub repo id.
+
+        Args:
+            pretrained_model_name_or_path: folder or Hub id holding ``processor_config.json``.
+            kwargs: ``revision``, ``token``, ``cache_dir``, ``local_files_only``, ``subfolder``;
+                ``max_audio_seconds`` overrides the saved value.
+        """
+        path = os.fspath(pretrained_model_name_or_path)
+        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        subfolder = kwargs.get("subfolder") or ""
+        config_file = cached_file(
+            path,
+            PROCESSOR_NAME,
+            subfolder=subfolder,
+            _raise_exceptions_for_missing_entries=False,
+            **hub_kwargs,
+        )
+        if config_file is None:
+            raise OSError(f"'{path}' has no {PROCESSOR_NAME}; save one with FusionProcessor.save_pretrained")
+        with open(config_file, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        if saved.get("processor_class") not in (cls.__name__, None) or "modalities" not in saved:
+            raise OSError(
+                f"'{config_file}' describes a '{saved.get('processor_class')}', not a {cls.__name__}; load it with "
+                "AutoProcessor"
+            )
+        modalities: dict[str, Any] = {}
+        for spec in saved["modalities"]:
+            spec = dict(spec)
+            name = spec.pop("name")
+            sub = f"{subfolder}/{name}" if subfolder else name
+            if spec["kind"] == "image" and spec.get("timm"):
+                file = cached_file(path, TIMM_CONFIG_NAME, subfolder=sub, **hub_kwargs)
+                with open(file, encoding="utf-8") as handle:
+                    spec["processor"] = _timm_processor(SimpleNamespace(**json.load(handle)))
+            elif spec["kind"] == "text":
+                # a bare config: the sub-folder holds no model config.json, which AutoTokenizer would look up
+                spec["processor"] = AutoTokenizer.from_pretrained(
+                    path, subfolder=sub, config=PretrainedConfig(), **hub_kwargs
+                )
+            elif spec["kind"] != "features":
+                spec["processor"] = _load_sub_processor(spec["kind"], path, None, subfolder=sub, **hub_kwargs)
+            modalities[name] = spec
+        max_audio_seconds = kwargs.get("max_audio_seconds", saved.get("max_audio_seconds"))
+        return cls(modalities, max_audio_seconds=max_audio_seconds)
