@@ -47,3 +47,12 @@ def hub_ids(tiny_dir):
         ids[name] = f"tiny-org/{name.replace('_', '-')}"
         write_hub_cache(HUB_CACHE, ids[name], tiny_dir / name)
     return ids
+
+
+@pytest.fixture(scope="session")
+def installed_package(tmp_path_factory):
+    """A non-editable install of the package (``installed_package.InstalledPackage``): run commands against it
+    with ``installed_package.python("-m", "multimodal_fusion.demo", ...)`` from an empty folder."""
+    from installed_package import install_package
+
+    return install_package(tmp_path_factory.mktemp("installed"))
