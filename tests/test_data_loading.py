@@ -24,7 +24,7 @@ from multimodal_fusion import (
 )
 
 RATE = 16000
-COLUMNS = {"img": "image", "wav": "audio", "caption": "text"}
+COLUMNS = {"image": "img", "audio": "wav", "text": "caption"}  # modality -> column
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_splits_from_jsonl_and_parquet_share_label_ids(processor, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     loaded = load_fusion_dataset(
         {"train": str(first / "train.jsonl"), "validation": str(second / "val.parquet")},
-        {"img": "image", "caption": "text"},
+        {"image": "img", "text": "caption"},
         kinds=processor,
     )
     assert loaded.dataset["validation"]["img"][:] == [
@@ -134,12 +134,12 @@ def test_save_to_disk_folder_with_image_feature_decodes_in_the_collator(processo
     datasets.Dataset.from_dict(
         {"picture": images, "caption": ["one", "two", "three"], "label": [2, 0, 1]}, features=features
     ).save_to_disk(tmp_path / "saved")
-    loaded = load_fusion_dataset(tmp_path / "saved", {"picture": "image", "caption": "text"}, kinds=processor)
+    loaded = load_fusion_dataset(tmp_path / "saved", {"image": "picture", "text": "caption"}, kinds=processor)
     train = loaded.dataset["train"]
     assert train.features["picture"] == datasets.Image(decode=False)  # decoding happens in the collator
     assert set(train[0]["picture"]) == {"bytes", "path"}
     assert loaded.id2label == {0: "x", 1: "y", 2: "z"}
-    batch = FusionDataCollator(processor, {"picture": "image", "caption": "text"})(
+    batch = FusionDataCollator(processor, {"image": "picture", "text": "caption"})(
         [train[i] for i in range(3)]
     )
     own = AutoImageProcessor.from_pretrained(tiny_paths["image"])
@@ -157,7 +157,7 @@ def test_length_column_reads_headers_only(processor, tmp_path, monkeypatch, capl
 
     monkeypatch.setattr(sf, "read", no_decoding)
     with caplog.at_level(logging.WARNING, logger="multimodal_fusion.data_loading"):
-        loaded = load_fusion_dataset(tmp_path / "d.csv", {"img": "image", "wav": "audio"}, kinds=processor)
+        loaded = load_fusion_dataset(tmp_path / "d.csv", {"image": "img", "audio": "wav"}, kinds=processor)
     assert loaded.dataset["train"]["length"][:] == [r["frames"] / r["rate"] for r in rows[:3]] + [0.0]
     assert "1 rows of column 'wav' have unreadable audio headers" in caplog.text
     assert loaded.label_column is None and loaded.id2label is None  # no label column in this file
@@ -181,7 +181,7 @@ def test_label_column_kinds(tmp_path):
     for i, (labels, names, id2label, problem_type, num_labels, stored) in enumerate(cases):
         folder = tmp_path / str(i)
         datasets.Dataset.from_dict({**base, "label": labels}).save_to_disk(folder)
-        loaded = load_fusion_dataset(folder, {"caption": "text"}, label_names=names)
+        loaded = load_fusion_dataset(folder, {"text": "caption"}, label_names=names)
         assert (loaded.id2label, loaded.problem_type, loaded.num_labels) == (
             id2label,
             problem_type,
@@ -193,11 +193,11 @@ def test_label_column_kinds(tmp_path):
     with pytest.raises(
         ValueError, match=r"label column 'label': values \['c'\] are not among the label names"
     ):
-        load_fusion_dataset(tmp_path / "bad", {"caption": "text"}, label_names=["a", "b"])
+        load_fusion_dataset(tmp_path / "bad", {"text": "caption"}, label_names=["a", "b"])
     with pytest.raises(ValueError, match=r"columns \['photo'\] not found"):
-        load_fusion_dataset(tmp_path / "bad", {"photo": "image"})
+        load_fusion_dataset(tmp_path / "bad", {"image": "photo"})
     with pytest.raises(ValueError, match="cannot tell the kind of modality 'left_cam'"):
-        load_fusion_dataset(tmp_path / "bad", {"caption": "left_cam"})
+        load_fusion_dataset(tmp_path / "bad", {"left_cam": "caption"})
 
 
 def test_labels_to_tensor_types():
@@ -292,3 +292,40 @@ def test_collator_is_picklable_and_counts_skips_from_dataloader_workers(processo
     assert copy.num_skipped == 3  # a pickled copy counts on its own
     collator.reset_skip_count()
     assert collator.num_skipped == 0
+
+
+def test_columns_map_modality_to_column_and_the_old_direction_warns(processor, tmp_path):
+    """``columns`` is modality -> column everywhere; column -> modality still works (one release) with a
+    FutureWarning and gives exactly the same batches."""
+    from multimodal_fusion.column_mapping import modality_columns
+
+    data = tmp_path / "data"
+    rows = write_media(data, 4)
+    for i, row in enumerate(rows):
+        row.update(caption=f"one two {i}", label=["dog", "cat", "dog", "bird"][i])
+    write_csv(data / "train.csv", rows, ["img", "wav", "caption", "label"])
+    loaded = load_fusion_dataset(str(data / "train.csv"), COLUMNS, kinds=processor)
+    assert loaded.columns == COLUMNS
+    old = {column: name for name, column in COLUMNS.items()}
+    with pytest.warns(FutureWarning, match="modality -> column"):
+        old_loaded = load_fusion_dataset(str(data / "train.csv"), old, kinds=processor)
+    assert old_loaded.columns == COLUMNS
+    rows = [loaded.dataset["train"][i] for i in range(4)]
+    with pytest.warns(FutureWarning):
+        old_batch = FusionDataCollator(processor, old)(rows)
+    new_batch = FusionDataCollator(processor, COLUMNS)(rows)
+    assert old_batch.keys() == new_batch.keys()
+    assert all(torch.equal(old_batch[k], new_batch[k]) for k in new_batch)
+    names = ["image", "audio", "text"]
+    assert modality_columns(None, names) == {"image": "image", "audio": "audio", "text": "text"}
+    assert modality_columns({"image": "audio", "audio": "image"}, names) == {
+        "image": "audio",
+        "audio": "image",
+    }
+    with pytest.raises(ValueError, match=r"unknown modalities \['video'\]"):
+        modality_columns({"video": "clip"}, names)
+    with (
+        pytest.raises(ValueError, match="modality 'image' is read from two columns"),
+        pytest.warns(FutureWarning),
+    ):
+        modality_columns({"a": "image", "b": "image"}, names)

@@ -17,6 +17,7 @@ import torch
 from transformers import BatchFeature
 
 from .bad_samples import BadSampleError, SkipCounter
+from .column_mapping import modality_columns
 from .processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
@@ -85,8 +86,9 @@ class FusionDataCollator:
 
     Args:
         processor: the processor of the model's modalities.
-        columns: dataset column -> modality name (default: each modality reads the column of its own name).
-            Modalities with no column are left out of the batch (missing for every sample).
+        columns: modality name -> dataset column (default: each modality reads the column of its own name; the
+            former column -> modality direction still works, with a ``FutureWarning``). Modalities with no column
+            are left out of the batch (missing for every sample).
         label_column: column with the labels (``None``: no labels, e.g. for prediction); rows without it, or
             without ``"labels"``, give a batch without labels.
         sampling_rate: rate of raw audio arrays that carry none (one number or modality -> number).
@@ -117,20 +119,7 @@ class FusionDataCollator:
     ):
         if not isinstance(processor, FusionProcessor):
             raise TypeError(f"`processor` must be a FusionProcessor, got {type(processor).__name__}")
-        columns = dict(columns) if columns is not None else {name: name for name in processor.modality_names}
-        unknown = {column: name for column, name in columns.items() if name not in processor.modalities}
-        if unknown:
-            raise ValueError(
-                f"`columns` maps {unknown} to unknown modalities; the processor's modalities are "
-                f"{processor.modality_names}"
-            )
-        taken: dict[str, str] = {}
-        for column, name in columns.items():
-            if name in taken:
-                raise ValueError(
-                    f"modality '{name}' is read from two columns, '{taken[name]}' and '{column}'"
-                )
-            taken[name] = column
+        columns = modality_columns(columns, processor.modality_names)
         if embeds_columns is not None:
             unknown = sorted(set(embeds_columns) - set(processor.modalities))
             if unknown:
@@ -184,7 +173,8 @@ class FusionDataCollator:
         if not features:
             raise ValueError("the collator got an empty list of rows")
         embeds = self._embeds_columns(features[0])
-        sources = [*self.columns.items(), *((None, n) for n in embeds if n not in self.columns.values())]
+        sources = [(column, name) for name, column in self.columns.items()]
+        sources += [(None, n) for n in embeds if n not in self.columns]
         decoded: dict[str, list[Any]] = {name: [] for _, name in sources if name not in embeds}
         vectors: dict[str, list[Any]] = {name: [] for name in embeds}
         labels, rows, bad = [], [], []

@@ -25,6 +25,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value
 
 from .audio_decoding import audio_file_duration
 from .bad_samples import BadSampleError
+from .column_mapping import modality_columns
 from .configuration_fusion import MODALITY_KINDS
 from .data_collator import ROW_INDEX_COLUMN
 from .processing_fusion import FusionProcessor
@@ -43,7 +44,7 @@ class LoadedDataset:
 
     Attributes:
         dataset: the splits, raw rows (file paths / undecoded media, labels as class ids).
-        columns: column -> modality, as given.
+        columns: modality -> column (checked; the former column -> modality direction turned around).
         label_column: the label column (``None`` without labels).
         id2label / label2id: class names for the model config (``None`` for regression).
         num_labels: classes (single- or multi-label), or 1 for regression.
@@ -62,9 +63,9 @@ class LoadedDataset:
 
 
 def _kinds(columns: Mapping[str, str], kinds: Mapping[str, str] | FusionProcessor | None) -> dict[str, str]:
-    """modality -> kind for the modalities in ``columns``."""
+    """modality -> kind for the modalities in ``columns`` (modality -> column)."""
     out = {}
-    for column, name in columns.items():
+    for name, column in columns.items():
         if isinstance(kinds, FusionProcessor):
             kind = kinds.modalities[name]["kind"] if name in kinds.modalities else None
         elif kinds is not None:
@@ -323,7 +324,8 @@ def load_fusion_dataset(
     Args:
         source: a Hub dataset id; a csv/tsv/jsonl/parquet file, a list of them (one ``train`` split) or
             ``{split: file(s)}``; a folder written by ``save_to_disk``; or a local dataset folder.
-        columns: column -> modality name (the collator takes the same mapping).
+        columns: modality name -> column (the collator takes the same mapping; the former column -> modality
+            direction still works, with a ``FutureWarning``).
         kinds: a [`FusionProcessor`] or modality -> kind, to know which columns hold image/audio paths; by default
             a modality named like a kind (``image``, ``audio``...) has that kind.
         label_column: the label column (``None`` or absent: no labels).
@@ -336,12 +338,16 @@ def load_fusion_dataset(
 
     Relative media paths in local data files resolve against the data file's folder, not the working directory.
     """
-    columns = dict(columns)
+    if isinstance(kinds, FusionProcessor):
+        names = kinds.modality_names
+    else:
+        names = list(kinds) if kinds is not None else list(MODALITY_KINDS)
+    columns = modality_columns(columns, names, check_unknown=False)  # `_kinds` names an unknown modality
     kind_of = _kinds(columns, kinds)
-    media_columns = [c for c, name in columns.items() if kind_of[name] in ("image", "audio")]
+    media_columns = [c for name, c in columns.items() if kind_of[name] in ("image", "audio")]
     dataset = _undecoded_media(_load_raw(source, media_columns, split, load_kwargs))
     for name, part in dataset.items():
-        missing = [c for c in columns if c not in part.column_names]
+        missing = [c for c in columns.values() if c not in part.column_names]
         if missing:
             raise ValueError(
                 f"split '{name}': columns {missing} not found; the dataset has {part.column_names}"
@@ -358,15 +364,15 @@ def load_fusion_dataset(
         result.num_labels = num_labels
     if length_column is not None:
         if length_modality is None:
-            length_modality = next((n for n in columns.values() if kind_of[n] == "audio"), None) or next(
-                (n for n in columns.values() if kind_of[n] == "text"), None
+            length_modality = next((n for n in columns if kind_of[n] == "audio"), None) or next(
+                (n for n in columns if kind_of[n] == "text"), None
             )
         if length_modality is not None:
             if length_modality not in kind_of:
                 raise ValueError(
                     f"`length_modality` '{length_modality}' is not among the mapped modalities {sorted(kind_of)}"
                 )
-            column = next(c for c, n in columns.items() if n == length_modality)
+            column = columns[length_modality]
             dataset = add_length_column(
                 dataset, column, kind_of[length_modality], output_column=length_column, num_proc=num_proc
             )

@@ -35,6 +35,7 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from .bad_samples import BadSampleError
+from .column_mapping import modality_columns
 from .data_collator import ROW_INDEX_COLUMN
 from .modeling_fusion import FusionModel
 from .processing_fusion import FusionProcessor
@@ -201,13 +202,12 @@ def cache_plan(
 def _modality_columns(
     processor: FusionProcessor, columns: Mapping[str, str] | None, names: Sequence[str]
 ) -> dict[str, str]:
-    """modality -> column for ``names`` from a column -> modality mapping (default: same names)."""
-    columns = dict(columns) if columns is not None else {name: name for name in processor.modality_names}
-    by_modality = {name: column for column, name in columns.items()}
+    """modality -> column for ``names`` (``columns``: modality -> column; default: same names)."""
+    by_modality = modality_columns(columns, processor.modality_names)
     missing = [name for name in names if name not in by_modality]
     if missing:
         raise ValueError(
-            f"modalities {missing} have no column; `columns` (column -> modality) maps {columns}"
+            f"modalities {missing} have no column; `columns` (modality -> column) maps {by_modality}"
         )
     return {name: by_modality[name] for name in names}
 
@@ -289,7 +289,7 @@ def cache_embeddings(
         dataset: raw rows (a ``Dataset`` or every split of a ``DatasetDict``).
         model: the fusion model; it is put in eval mode while encoding and restored afterwards.
         processor: the model's processor.
-        columns: column -> modality, as the collator takes it (default: each modality reads its own name).
+        columns: modality -> column, as the collator takes it (default: each modality reads its own name).
         modalities: which modalities to cache (default: those [`cache_plan`] finds fixed).
         batch_size: rows encoded together.
         sampling_rate: rate of raw audio arrays that carry none (as the collator's).

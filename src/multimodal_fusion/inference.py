@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from .column_mapping import modality_columns
 from .data_collator import ROW_INDEX_COLUMN, FusionDataCollator
 from .embedding_cache import EMBEDS_SUFFIX, cache_embeddings, embeds_column, has_random_augmentation
 from .modeling_fusion import FusionModel
@@ -50,12 +51,12 @@ def score_dataset(
     the encoders costs one pass over the cached vectors. Bad samples raise (a row cannot be left out of the
     scores).
     """
-    column_map = dict(columns) if columns is not None else {n: n for n in processor.modality_names}
+    column_map = modality_columns(columns, processor.modality_names)
     if modalities is None:
         present = set(dataset.column_names)
         modalities = [
             name
-            for column, name in column_map.items()
+            for name, column in column_map.items()
             if column in present and not has_random_augmentation(processor, name)
         ]
     device = torch.device(device) if device is not None else model.classifier.weight.device
@@ -74,7 +75,7 @@ def score_dataset(
     keep = [
         c
         for c in dataset.column_names
-        if c in column_map or c.endswith(EMBEDS_SUFFIX) or c == ROW_INDEX_COLUMN
+        if c in column_map.values() or c.endswith(EMBEDS_SUFFIX) or c == ROW_INDEX_COLUMN
     ]
     rows_source = dataset.select_columns(keep).with_format(None)
     was_training = model.training

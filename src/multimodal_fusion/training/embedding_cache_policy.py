@@ -10,6 +10,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
+from ..column_mapping import modality_columns
 from ..embedding_cache import CACHE_MODES, cache_embeddings, cache_plan
 from ..modeling_fusion import FusionModel
 from ..processing_fusion import FusionProcessor
@@ -66,7 +67,7 @@ def apply_embedding_cache(
         logger.info("embedding cache: off (cache_embeddings=false); every encoder runs live")
         return splits, []
     plan = embedding_cache_plan(model, processor, getattr(training_args, "unfreeze_schedule", None))
-    with_column = set((columns or {n: n for n in processor.modality_names}).values())
+    with_column = set(modality_columns(columns, processor.modality_names))
     for name in plan:
         if plan[name] is None and name not in with_column:
             plan[name] = "the dataset has no column for it"

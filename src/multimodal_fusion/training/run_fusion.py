@@ -21,6 +21,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..column_mapping import modality_columns
 from ..configs import available_configs, config_path
 from ..data_collator import FusionDataCollator
 from ..data_loading import LoadedDataset, load_fusion_dataset
@@ -97,17 +98,11 @@ def load_data(
     data_args: DataArguments, processor: FusionProcessor, training_args: FusionTrainingArguments
 ) -> LoadedDataset:
     """Load the splits, carve a validation split from train when none exists, apply sample limits."""
-    modality_columns = data_args.columns or {name: name for name in processor.modality_names}
-    unknown = set(modality_columns) - set(processor.modality_names)
-    if unknown:
-        raise ValueError(
-            f"`columns` names unknown modalities {sorted(unknown)}; modalities: {processor.modality_names}"
-        )
-    column_to_modality = {column: name for name, column in modality_columns.items()}
+    columns = modality_columns(data_args.columns, processor.modality_names)
     load_kwargs = {"name": data_args.dataset_config_name} if data_args.dataset_config_name else {}
     loaded = load_fusion_dataset(
         _data_source(data_args),
-        column_to_modality,
+        columns,
         kinds=processor,
         label_column=data_args.label_column,
         **load_kwargs,
@@ -132,7 +127,7 @@ def load_data(
 def has_missing_values(loaded: LoadedDataset) -> bool:
     """Whether any modality column holds nulls (missing modalities), read from Arrow without decoding."""
     for part in loaded.dataset.values():
-        for column in loaded.columns:
+        for column in loaded.columns.values():
             if part.select_columns([column]).flatten_indices().data.column(0).null_count > 0:
                 return True
     return False
