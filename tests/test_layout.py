@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "image_decoding": DATA,
     "processing_fusion": DATA,
     "processor_loading": DATA,
+    "column_mapping": DATA,
     "data_collator": DATA,
     "data_loading": DATA,
     # services over the data layer
