@@ -3,7 +3,7 @@
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .bad_samples import BadSampleError
-from .configuration_fusion import MODALITY_KINDS, FusionConfig
+from .configuration_fusion import MODALITY_KINDS, FusionConfig, ModalitySpec
 from .data_collator import FusionDataCollator, labels_to_tensor
 from .data_loading import LoadedDataset, add_length_column, encode_labels, load_fusion_dataset
 from .embedding_cache import cache_embeddings, embedding_fingerprint
@@ -27,6 +27,7 @@ FusionPreTrainedModel.hub_uploader = push_model_to_hub  # the model layer cannot
 __all__ = [
     "FUSION_REGISTRY",
     "MODALITY_KINDS",
+    "ModalitySpec",
     "POOLING_REGISTRY",
     "ScoringOutput",
     "BadSampleError",

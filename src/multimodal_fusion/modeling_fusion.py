@@ -19,7 +19,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .batch_inputs import batch_size_of, check_fields, drop_modalities, presence, split_inputs
-from .configuration_fusion import KIND_FIELDS, FusionConfig, encoder_tower_config, infer_kind
+from .configuration_fusion import KIND_FIELDS, FusionConfig, ModalitySpec, encoder_tower_config, infer_kind
 from .encoder_layout import EncoderLayout
 from .feature_encoder import FeatureEncoder
 from .fusion_layers import FUSION_REGISTRY
@@ -125,7 +125,7 @@ def load_encoder(name: str, path: str, kind: str | None = None, **kwargs: Any) -
     return model, kind
 
 
-def _encoder_output_dim(name: str, spec: dict, encoder: nn.Module) -> int:
+def _encoder_output_dim(name: str, spec: ModalitySpec, encoder: nn.Module) -> int:
     if isinstance(encoder, FeatureEncoder):
         return encoder.output_dim
     if hasattr(encoder, "timm_model"):
@@ -138,7 +138,7 @@ def _encoder_output_dim(name: str, spec: dict, encoder: nn.Module) -> int:
     raise ValueError(f"modality '{name}': cannot tell the output size of encoder type '{config.model_type}'")
 
 
-def _build_encoder(spec: dict) -> nn.Module:
+def _build_encoder(spec: ModalitySpec) -> nn.Module:
     if spec.kind == "features":
         return FeatureEncoder(spec.input_dim, spec.hidden_sizes)
     config = spec.config
