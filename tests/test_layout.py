@@ -19,6 +19,8 @@ LAYERS: dict[str, int] = {
     "configuration_fusion": MODEL,
     "modeling_fusion": MODEL,
     "batch_inputs": MODEL,
+    "input_validation": MODEL,
+    "label_validation": MODEL,
     "model_freezing": MODEL,
     "modality_encoding": MODEL,
     "encoder_layout": MODEL,

@@ -24,6 +24,7 @@ from transformers import (
     TimmWrapperImageProcessor,
     Wav2Vec2FeatureExtractor,
 )
+from transformers.image_transforms import convert_to_rgb
 
 from multimodal_fusion import BadSampleError, FusionModel, FusionProcessor
 
@@ -150,7 +151,8 @@ def test_image_modes_and_arrays_become_rgb(processor, own):
     expected = own.image(
         [
             PIL.Image.fromarray(np.repeat(base[..., :1], 3, axis=2)),  # gray -> RGB repeats the channel
-            PIL.Image.fromarray(base),  # RGBA -> RGB drops alpha
+            # RGBA -> composited on white, as transformers' convert_to_rgb does (alpha 7: nearly white)
+            PIL.Image.fromarray(convert_to_rgb(rgba, return_numpy=True)),
             palette.convert("RGB"),
             PIL.Image.fromarray(base),  # float [0, 1] CHW -> uint8 HWC
             PIL.Image.fromarray(np.repeat(base[..., :1], 3, axis=2)),

@@ -38,3 +38,14 @@ def test_readme_example_runs(readme_ids, marker, tmp_path, monkeypatch):
     exec(compile(block, "README.md", "exec"), namespace)
     logits = namespace["model"](**namespace["batch"]).logits
     assert logits.shape[0] == 2 and logits.shape[1] in (3, 7)
+
+
+def test_readme_input_data_format_and_ignore_index_example(readme_ids, tmp_path, monkeypatch):
+    blocks = python_blocks()
+    setup = next(b for b in blocks if 'batch = processor(\n    image=[Image.new("L"' in b)
+    example = next(b for b in blocks if 'input_data_format="channels_first"' in b)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(setup, "README.md", "exec"), namespace)
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["loss"].item() == 0.0 and namespace["batch"]["image_pixel_values"].shape[0] == 1

@@ -124,6 +124,12 @@ def to_mono_float32(array: Any, path: str | None = None) -> np.ndarray:
         raise BadSampleError(
             f"audio array has dtype {array.dtype}; expected float samples or int16/int32/uint8 PCM", path=path
         )
+    if array.size == 0:  # before mixing channels: the mean of no samples would be NaN
+        raise BadSampleError(
+            f"empty waveform (array of shape {array.shape}, 0 samples); expected audio with at least one "
+            "sample",
+            path=path,
+        )
     if array.ndim == 2:
         small = int(np.argmin(array.shape))
         if array.shape[small] > MAX_CHANNELS or array.shape[0] == array.shape[1] and array.shape[0] > 1:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .configuration_fusion import KIND_FIELDS, FusionConfig
+from .input_validation import InputLimits, check_values
 
 SPECIAL_FIELDS = ("embeds", "mask")
 """Fields every modality takes besides its encoder's: ``{name}_embeds`` (a precomputed pooled vector ``[B,
@@ -87,13 +88,19 @@ def batch_size_of(
 
 
 def check_fields(
-    config: FusionConfig, name: str, fields: Mapping[str, torch.Tensor], pooled_dim: int
+    config: FusionConfig,
+    name: str,
+    fields: Mapping[str, torch.Tensor],
+    pooled_dim: int,
+    limits: InputLimits | None = None,
 ) -> None:
-    """Check the shapes and values of modality ``name``'s fields (``pooled_dim``: its encoder's output width).
+    """Check the shapes and values of modality ``name``'s fields (``pooled_dim``: its encoder's output width;
+    ``limits``: its encoder's value limits, see ``input_validation``).
 
     Raises:
-        ValueError: naming the modality, the field, the expected shape and the shape given; or non-finite
-            (NaN/inf) audio, feature or embedding values.
+        ValueError: naming the modality, the field, the expected shape and the shape given; or a bad value
+            (NaN/inf in any float field, a token id or length beyond the encoder's limits, a non-0/1 attention
+            mask, an audio clip shorter than the receptive field), naming the row and the limit.
     """
     spec = config.modalities[name]
     kind = spec.kind
@@ -128,9 +135,7 @@ def check_fields(
     for field in ("attention_mask", "token_type_ids"):
         if field in fields and main in fields and fields[field].shape != fields[main].shape:
             fail(field, f"the shape of '{name}_{main}' {tuple(fields[main].shape)}", fields[field])
-    for field in ("input_values", "values", "embeds"):
-        if field in fields and fields[field].is_floating_point() and not torch.isfinite(fields[field]).all():
-            raise ValueError(f"modality '{name}' ({kind}): field '{name}_{field}' holds NaN or inf values")
+    check_values(name, kind, dict(fields), limits or InputLimits())
 
 
 def presence(name: str, fields: Mapping[str, torch.Tensor], batch_size: int, device: Any) -> torch.Tensor:

@@ -18,6 +18,7 @@ from transformers import BatchFeature
 
 from .bad_samples import BadSampleError, SkipCounter
 from .column_mapping import modality_columns
+from .label_validation import PROBLEM_TYPES, label_problem
 from .processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
@@ -27,40 +28,43 @@ ROW_INDEX_COLUMN = "row_index"
 logs name it, since shuffling hides a row's position."""
 
 
-def labels_to_tensor(labels: Sequence[Any], rows: Sequence[Any] | None = None) -> torch.Tensor:
+def labels_to_tensor(
+    labels: Sequence[Any],
+    rows: Sequence[Any] | None = None,
+    *,
+    problem_type: str | None = None,
+    num_labels: int | None = None,
+    column: str = "label",
+) -> torch.Tensor:
     """Labels of one batch as the model's loss expects them: integers -> ``long`` ``[B]`` (single-label
     classification), floats -> ``float`` ``[B]`` (regression), multi-hot lists -> ``float`` ``[B, num_labels]``
-    (multi-label). ``rows`` name the samples in errors."""
+    (multi-label). Each label is checked with [`label_validation.label_problem`] (``problem_type`` and
+    ``num_labels`` make the check complete); ``rows`` name the samples in errors (``ValueError`` naming the row,
+    the column and the value)."""
     rows = list(rows) if rows is not None else list(range(len(labels)))
     values = []
     for row, label in zip(rows, labels, strict=True):
-        where = row if isinstance(row, str) else f"row {row}"
-        if isinstance(label, (torch.Tensor, np.ndarray)):
-            label = label.tolist()
-        elif isinstance(label, np.generic):
-            label = label.item()
-        if label is None:
-            raise ValueError(f"{where}: label is missing (None); every training sample needs a label")
-        if isinstance(label, str):
-            raise ValueError(
-                f"{where}: label {label!r} is a string; encode labels as class ids (load_fusion_dataset casts the "
-                "label column to ClassLabel)"
-            )
-        if isinstance(label, (list, tuple)):
-            if not all(isinstance(v, numbers.Real) for v in label):
-                raise ValueError(
-                    f"{where}: multi-label label must be a list of numbers (multi-hot), got {label!r}"
-                )
-        elif not isinstance(label, numbers.Real):
-            raise ValueError(
-                f"{where}: label of type {type(label).__name__}; expected an int, a float or a multi-hot list"
-            )
+        label = label.tolist() if hasattr(label, "tolist") else label
+        problem = label_problem(label, problem_type, num_labels)
+        if problem is not None:
+            where = row if isinstance(row, str) else f"row {row}"
+            raise ValueError(f"{where}: {problem} (column '{column}')")
         values.append(label)
-    if any(isinstance(v, (list, tuple)) for v in values):
-        if not all(isinstance(v, (list, tuple)) for v in values) or len({len(v) for v in values}) != 1:
-            raise ValueError("multi-label labels must all be multi-hot lists of the same length")
+    lists = [isinstance(v, (list, tuple)) for v in values]
+    if any(lists):
+        widths = {
+            row: len(v) if is_list else "a single number"
+            for row, v, is_list in zip(rows, values, lists, strict=True)
+        }
+        if not all(lists) or len(set(widths.values())) != 1:
+            raise ValueError(
+                f"column '{column}': multi-hot labels of one batch must all be lists of one width; widths by row: "
+                f"{dict(list(widths.items())[:10])}"
+            )
         return torch.tensor(values, dtype=torch.float32)
-    if all(isinstance(v, numbers.Integral) for v in values):
+    if all(isinstance(v, (numbers.Integral, bool)) for v in values):
+        return torch.tensor([int(v) for v in values], dtype=torch.long)
+    if problem_type == "single_label_classification":  # whole floats such as 2.0 (checked above)
         return torch.tensor([int(v) for v in values], dtype=torch.long)
     return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
@@ -93,8 +97,8 @@ class FusionDataCollator:
             without ``"labels"``, give a batch without labels.
         sampling_rate: rate of raw audio arrays that carry none (one number or modality -> number).
         skip_bad_samples: drop unusable samples (missing/corrupt file, empty or non-finite audio, non-string
-            text...) instead of raising; each is logged once with its row, column and file, and counted in
-            ``num_skipped`` (shared with DataLoader workers).
+            text, a bad label...) instead of raising; each is logged once with its row, column and file, and
+            counted in ``num_skipped`` (shared with DataLoader workers).
         row_column: column naming each row in errors (default ``row_index``, added by ``load_fusion_dataset``);
             without it the position in the batch is named.
         embeds_columns: modality -> column holding its precomputed pooled vector (added by
@@ -103,6 +107,11 @@ class FusionDataCollator:
             column is in the rows uses it; ``{}`` turns that off. A row with no vector is missing
             (``{name}_mask`` False) when its raw value is missing too, else a bad sample (the cache left it
             empty), whose error decoding the raw value again reproduces.
+        num_labels / problem_type: the model's (``model.config``); with them every label is checked completely
+            (class id in ``0..num_labels-1`` or ``-100`` = ignore, no fractional id, multi-hot rows of
+            ``num_labels`` values in {0, 1}, finite regression targets); without them only what holds for
+            every problem type (present, numeric, finite, no negative id but ``-100``). A bad label is a bad
+            sample: an error naming the row, the label column and the value, or a counted skip.
     """
 
     def __init__(
@@ -116,6 +125,8 @@ class FusionDataCollator:
         row_column: str | None = ROW_INDEX_COLUMN,
         return_tensors: str = "pt",
         embeds_columns: Mapping[str, str] | None = None,
+        num_labels: int | None = None,
+        problem_type: str | None = None,
     ):
         if not isinstance(processor, FusionProcessor):
             raise TypeError(f"`processor` must be a FusionProcessor, got {type(processor).__name__}")
@@ -128,6 +139,14 @@ class FusionDataCollator:
                     f"{processor.modality_names}"
                 )
         self.embeds_columns = dict(embeds_columns) if embeds_columns is not None else None
+        if problem_type is not None and problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"`problem_type` must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+        if num_labels is not None and (
+            isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1
+        ):
+            raise ValueError(f"`num_labels` must be a positive integer, got {num_labels!r}")
+        self.num_labels = num_labels
+        self.problem_type = problem_type
         self.processor = processor
         self.columns = columns
         self.label_column = label_column
@@ -181,7 +200,12 @@ class FusionDataCollator:
         for position, row in enumerate(features):
             row_name = self._row_name(row, position)
             sample: dict[str, Any] = {}
+            label_key = self._label_key(row)
             try:
+                if label_key is not None:
+                    problem = label_problem(row[label_key], self.problem_type, self.num_labels)
+                    if problem is not None:
+                        raise BadSampleError(problem, column=label_key, row=row_name)
                 for column, name in sources:
                     if name in embeds:
                         try:
@@ -211,7 +235,6 @@ class FusionDataCollator:
             for name, value in sample.items():
                 (vectors if name in embeds else decoded)[name].append(value)
             rows.append(row_name)
-            label_key = self._label_key(row)
             if label_key is not None:
                 labels.append(row[label_key])
         if not rows:
@@ -225,7 +248,13 @@ class FusionDataCollator:
         if labels:
             if len(labels) != len(rows):
                 raise ValueError(f"some rows of this batch have labels and some do not (rows {rows})")
-            tensor = labels_to_tensor(labels, rows)
+            tensor = labels_to_tensor(
+                labels,
+                rows,
+                problem_type=self.problem_type,
+                num_labels=self.num_labels,
+                column=self.label_column or "labels",
+            )
             batch["labels"] = tensor.numpy() if self.return_tensors == "np" else tensor
         return batch
 

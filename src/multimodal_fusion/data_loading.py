@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from .bad_samples import BadSampleError
 from .column_mapping import modality_columns
 from .configuration_fusion import MODALITY_KINDS
 from .data_collator import ROW_INDEX_COLUMN
+from .label_validation import label_problem
 from .processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
@@ -99,6 +101,15 @@ def _resolve_paths(batch: dict[str, list], columns: Sequence[str], base: str) ->
     return batch
 
 
+def _has_no_rows(file: str, suffix: str) -> bool:
+    """A csv/tsv with at most a header line, or a json/jsonl/parquet file that loads as nothing."""
+    if suffix not in (".csv", ".tsv"):
+        return os.path.getsize(file) == 0
+    with open(file, encoding="utf-8", errors="replace") as handle:
+        lines = [line for _, line in zip(range(3), handle, strict=False) if line.strip()]
+    return len(lines) <= 1
+
+
 def _load_file(file: str, media_columns: Sequence[str], load_kwargs: dict[str, Any]) -> Dataset:
     suffix = os.path.splitext(file)[1].lower()
     if suffix not in DATA_FILE_BUILDERS:
@@ -108,7 +119,18 @@ def _load_file(file: str, media_columns: Sequence[str], load_kwargs: dict[str, A
     kwargs = dict(load_kwargs)
     if suffix == ".tsv":
         kwargs.setdefault("delimiter", "\t")
-    dataset = datasets.load_dataset(DATA_FILE_BUILDERS[suffix], data_files=file, split="train", **kwargs)
+    try:
+        dataset = datasets.load_dataset(DATA_FILE_BUILDERS[suffix], data_files=file, split="train", **kwargs)
+    except Exception as error:  # datasets raises ValueError or StopIteration for a file with no rows
+        if _has_no_rows(file, suffix):
+            raise ValueError(
+                f"data file '{file}' has no rows (a header only?); expected at least one sample"
+            ) from None
+        if isinstance(error, ValueError):
+            raise ValueError(f"data file '{file}': cannot load it ({error})") from error
+        raise
+    if len(dataset) == 0:
+        raise ValueError(f"data file '{file}' has no rows; expected at least one sample")
     present = [c for c in media_columns if c in dataset.column_names]
     string_columns = [
         c for c in present if isinstance(dataset.features[c], Value) and "string" in dataset.features[c].dtype
@@ -192,14 +214,70 @@ def _undecoded_media(dataset: DatasetDict) -> DatasetDict:
     return dataset
 
 
+def _label_rows(split: Dataset, label_column: str) -> list[tuple[Any, Any]]:
+    rows = split[ROW_INDEX_COLUMN] if ROW_INDEX_COLUMN in split.column_names else range(len(split))
+    return list(zip(rows, split[label_column], strict=True))
+
+
+def check_label_values(
+    dataset: DatasetDict,
+    label_column: str,
+    problem_type: str,
+    num_labels: int,
+    *,
+    skip_bad_samples: bool = False,
+) -> int:
+    """Check every label with [`label_validation.label_problem`]; returns the number of bad labels.
+
+    Raises ``ValueError`` naming the split, row, column and value of the first bad labels, unless
+    ``skip_bad_samples`` (then they are logged as a count here and skipped, counted, by the collator).
+    """
+    bad = []
+    for split_name, split in dataset.items():
+        for row, value in _label_rows(split, label_column):
+            problem = label_problem(value, problem_type, num_labels)
+            if problem is not None:
+                bad.append(f"split '{split_name}' row {row}: {problem}")
+    if bad and not skip_bad_samples:
+        raise ValueError(
+            f"label column '{label_column}' ({problem_type}, num_labels={num_labels}): {len(bad)} bad label(s): "
+            + "; ".join(bad[:5])
+        )
+    if bad:
+        logger.warning(
+            "label column '%s': %d bad labels; the collator skips those rows (skip_bad_samples): %s",
+            label_column,
+            len(bad),
+            "; ".join(bad[:5]),
+        )
+    return len(bad)
+
+
+def _unknown_rows(dataset: DatasetDict, label_column: str, unknown: set) -> str:
+    found = []
+    for split_name, split in dataset.items():
+        for row, value in _label_rows(split, label_column):
+            if value in unknown:
+                found.append(f"split '{split_name}' row {row}: {value!r}")
+                if len(found) == 5:
+                    return "; ".join(found)
+    return "; ".join(found)
+
+
 def encode_labels(
-    dataset: DatasetDict, label_column: str, label_names: Sequence[str] | None = None
+    dataset: DatasetDict,
+    label_column: str,
+    label_names: Sequence[str] | None = None,
+    num_labels: int | None = None,
 ) -> tuple[DatasetDict, dict[int, str] | None, str, int]:
     """Make ``label_column`` model-ready in every split; returns ``(dataset, id2label, problem_type, num_labels)``.
 
     Strings and integers become a ``ClassLabel`` whose names are the same in every split (``label_names``, else
-    the sorted string values, else ``"0".."max"``); a ``ClassLabel`` is kept; floats mean regression; lists
-    (multi-hot) mean multi-label classification.
+    the sorted string values, else ``"0".."num_labels-1"``, else ``"0".."max"``); a ``ClassLabel`` is kept;
+    floats mean regression (class ids when ``label_names`` or ``num_labels`` > 1 is given: then they must be
+    whole numbers); lists (multi-hot) mean multi-label classification, of width ``len(label_names)``,
+    ``num_labels`` or else the most common width. Values outside the names are an error naming the rows; the
+    label values themselves are checked by [`check_label_values`].
     """
     first = next(iter(dataset.values()))
     feature = first.features[label_column]
@@ -207,36 +285,48 @@ def encode_labels(
         names = list(feature.names)
         return dataset, dict(enumerate(names)), "single_label_classification", len(names)
     if isinstance(feature, (datasets.List, datasets.Sequence, datasets.LargeList)):
-        lengths = {len(v) for split in dataset.values() for v in split[label_column] if v is not None}
-        if len(lengths) != 1:
-            raise ValueError(
-                f"label column '{label_column}': multi-label labels must be multi-hot lists of one length, got "
-                f"lengths {sorted(lengths)}"
-            )
-        size = lengths.pop()
+        widths = Counter(len(v) for split in dataset.values() for v in split[label_column] if v is not None)
+        if label_names is not None:
+            size = len(label_names)
+        elif num_labels is not None:
+            size = num_labels
+        elif widths:
+            size = widths.most_common(1)[0][0]
+        else:
+            raise ValueError(f"label column '{label_column}': every multi-hot label is missing")
         names = list(label_names) if label_names is not None else [str(i) for i in range(size)]
-        if len(names) != size:
-            raise ValueError(
-                f"label column '{label_column}': {len(names)} label_names for multi-hot lists of {size}"
-            )
         return dataset, dict(enumerate(names)), "multi_label_classification", size
     if not isinstance(feature, Value):
         raise ValueError(
             f"label column '{label_column}' has feature {feature}; expected strings, ints, floats or lists"
         )
+    class_ids = label_names is not None or (num_labels is not None and num_labels > 1)
     if feature.dtype.startswith("float"):
-        return dataset, None, "regression", 1
+        if not class_ids:
+            return dataset, None, "regression", 1
+        count = num_labels if label_names is None else len(label_names)
+        whole = DatasetDict({k: v.filter(lambda r: r[label_column] is not None) for k, v in dataset.items()})
+        check_label_values(whole, label_column, "single_label_classification", count)  # whole numbers
+        for name, split in dataset.items():
+            dataset[name] = split.cast_column(label_column, Value("int64"))
+        feature = Value("int64")
     values = {v for split in dataset.values() for v in split.unique(label_column) if v is not None}
     if "string" in feature.dtype:
         names = list(label_names) if label_names is not None else sorted(values)
         unknown = values - set(names)
+        if num_labels is not None and not unknown and len(names) != num_labels:
+            raise ValueError(
+                f"label column '{label_column}' holds {len(names)} label names {names[:20]} but num_labels is "
+                f"{num_labels}; pass `label_names` (all {num_labels} names in id order) or fix num_labels"
+            )
     elif feature.dtype.startswith(("int", "uint", "bool")):
         values = {int(v) for v in values}
-        names = (
-            list(label_names)
-            if label_names is not None
-            else [str(i) for i in range(max(values, default=0) + 1)]
-        )
+        if label_names is not None:
+            names = list(label_names)
+        elif num_labels is not None:
+            names = [str(i) for i in range(num_labels)]
+        else:
+            names = [str(i) for i in range(max(values, default=0) + 1)]
         unknown = {v for v in values if not 0 <= v < len(names)}
     else:
         raise ValueError(
@@ -245,7 +335,7 @@ def encode_labels(
     if unknown:
         raise ValueError(
             f"label column '{label_column}': values {sorted(unknown, key=str)[:10]} are not among the label names "
-            f"{names[:20]}"
+            f"{names[:20]} ({len(names)} classes; e.g. {_unknown_rows(dataset, label_column, unknown)})"
         )
     class_label = ClassLabel(names=names)
     for name, split in dataset.items():
@@ -313,6 +403,8 @@ def load_fusion_dataset(
     kinds: Mapping[str, str] | FusionProcessor | None = None,
     label_column: str | None = "label",
     label_names: Sequence[str] | None = None,
+    num_labels: int | None = None,
+    skip_bad_samples: bool = False,
     length_column: str | None = LENGTH_COLUMN,
     length_modality: str | None = None,
     split: str | None = None,
@@ -330,6 +422,11 @@ def load_fusion_dataset(
             a modality named like a kind (``image``, ``audio``...) has that kind.
         label_column: the label column (``None`` or absent: no labels).
         label_names: class names in id order (default: sorted string labels, or ``"0".."max"`` for ints).
+        num_labels: the number of classes the model has, when known (a class id beyond it is then an error,
+            not a larger head).
+        skip_bad_samples: bad label values (missing, non-finite, fractional class ids, multi-hot values other
+            than 0/1 or of the wrong width) are logged here and skipped, counted, by a collator with
+            ``skip_bad_samples``; by default they are an error naming split, row, column and value.
         length_column: name of the added length column (``None``: none).
         length_modality: the modality whose length it holds (default: the first audio one, else the first text one).
         split: keep only this split.
@@ -337,6 +434,7 @@ def load_fusion_dataset(
         load_kwargs: passed to ``datasets.load_dataset`` (``name``, ``revision``, ``token``, ``cache_dir``...).
 
     Relative media paths in local data files resolve against the data file's folder, not the working directory.
+    A data file with no rows (a header-only csv) is an error naming the file.
     """
     if isinstance(kinds, FusionProcessor):
         names = kinds.modality_names
@@ -356,7 +454,10 @@ def load_fusion_dataset(
             dataset[name] = part.add_column(ROW_INDEX_COLUMN, list(range(len(part))))
     result = LoadedDataset(dataset=dataset, columns=columns)
     if label_column is not None and all(label_column in part.column_names for part in dataset.values()):
-        dataset, id2label, problem_type, num_labels = encode_labels(dataset, label_column, label_names)
+        dataset, id2label, problem_type, num_labels = encode_labels(
+            dataset, label_column, label_names, num_labels
+        )
+        check_label_values(dataset, label_column, problem_type, num_labels, skip_bad_samples=skip_bad_samples)
         result.label_column = label_column
         result.id2label = id2label
         result.label2id = {v: k for k, v in id2label.items()} if id2label is not None else None

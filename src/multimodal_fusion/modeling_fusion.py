@@ -23,6 +23,8 @@ from .configuration_fusion import KIND_FIELDS, FusionConfig, ModalitySpec, encod
 from .encoder_layout import EncoderLayout
 from .feature_encoder import FeatureEncoder
 from .fusion_layers import FUSION_REGISTRY
+from .input_validation import InputLimits, input_limits
+from .label_validation import IGNORE_INDEX, check_labels
 from .modality_encoding import ModalityEncodingMixin
 from .model_freezing import EncoderFreezingMixin
 from .pooling_layers import POOLING_REGISTRY
@@ -66,14 +68,21 @@ def problem_type_for(config: FusionConfig, labels: torch.Tensor) -> str:
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
-    """Cross-entropy, BCE-with-logits or MSE, computed in float32."""
+    """Cross-entropy, BCE-with-logits or MSE, computed in float32. Single-label rows labelled ``-100`` are
+    ignored; a batch of only ``-100`` rows has loss 0 (see ``label_validation``)."""
     logits = logits.float()
     if problem_type == "regression":
         if logits.shape[-1] == 1:
             return nn.functional.mse_loss(logits.squeeze(-1), labels.float().view(-1))
         return nn.functional.mse_loss(logits, labels.float())
     if problem_type == "single_label_classification":
-        return nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1).long())
+        # Mean over the labelled rows; rows labelled -100 are ignored, and an all -100 batch gives 0 (with a
+        # graph), not the 0/0 = NaN of the "mean" reduction.
+        labels = labels.reshape(-1).long()
+        total = nn.functional.cross_entropy(
+            logits.view(-1, logits.shape[-1]), labels, ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
     return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
 
 
@@ -224,6 +233,7 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
             else None
         )
         self._layouts: dict[str, EncoderLayout] = {}
+        self._input_limits: dict[str, InputLimits] = {}
         first = next(iter(config.modalities))
         self.main_input_name = f"{first}_{KIND_FIELDS[config.modalities[first].kind][0][0]}"
         self.post_init()
@@ -311,13 +321,20 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
             if not timm_encoders:
                 raise
 
+    def _limits(self, name: str) -> InputLimits:
+        """Modality ``name``'s value limits (vocabulary, positions, receptive field), read once from its encoder."""
+        if name not in self._input_limits:
+            spec = self.config.modalities[name]
+            self._input_limits[name] = input_limits(spec.kind, self.encoders[name], spec.config)
+        return self._input_limits[name]
+
     def _prepare(self, inputs: dict[str, Any], labels: torch.Tensor | None):
         """Split and validate the batch (see ``batch_inputs``): ``(fields per modality, B, masks [B, M])``."""
         batch = split_inputs(self.config, inputs)
         batch_size = batch_size_of(self.config, batch, labels)
         device = self.classifier.weight.device
         for name, fields in batch.items():
-            check_fields(self.config, name, fields, self.pooled_dims[name])
+            check_fields(self.config, name, fields, self.pooled_dims[name], self._limits(name))
         masks = torch.stack(
             [presence(name, batch[name], batch_size, device) for name in self.config.modalities], dim=1
         )
@@ -377,9 +394,13 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
         Raises:
             ValueError: naming the modality and the field: a key of no modality, a field its kind does not take,
                 missing required fields, both ``{name}_embeds`` and encoder inputs, a wrong shape or dtype,
-                NaN/inf in audio, feature or embedding values, a mask marking samples present without input,
-                or batch sizes that differ between fields (see ``batch_inputs``).
+                NaN/inf in any float field, token ids beyond the vocabulary or position table, an audio clip
+                shorter than the encoder's receptive field (see ``input_validation``), a mask marking samples
+                present without input, or batch sizes that differ between fields (see ``batch_inputs``); a bad
+                label (naming row, column and value, see ``label_validation``).
         """
+        if labels is not None:  # before any encoder runs
+            check_labels(labels, problem_type_for(self.config, labels), self.config.num_labels)
         batch, batch_size, masks = self._prepare(inputs, labels)
         if self.training and self.config.modality_dropout > 0:
             masks = drop_modalities(masks, self.config.modality_dropout)

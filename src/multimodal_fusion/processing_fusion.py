@@ -142,11 +142,20 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         )
 
     # ------------------------------------------------------------------ decoding one sample
-    def decode(self, name: str, value: Any, sampling_rate: int | Mapping[str, int] | None = None) -> Any:
+    def decode(
+        self,
+        name: str,
+        value: Any,
+        sampling_rate: int | Mapping[str, int] | None = None,
+        input_data_format: str | Mapping[str, str] | None = None,
+    ) -> Any:
         """One raw sample of modality ``name`` -> its canonical form, checked: an RGB ``PIL.Image``, a float32
         mono waveform at the encoder's rate, a string, or a float32 vector.
 
-        Raises [`BadSampleError`] (naming the modality and the file) for data that cannot be used.
+        ``input_data_format`` (``"channels_first"``/``"channels_last"``, one value or modality -> value) names
+        the layout of image arrays; default the modality's spec value, and an ambiguous array without one is
+        refused (see [`decode_image`]). Raises [`BadSampleError`] (naming the modality and the file) for data
+        that cannot be used.
         """
         if name not in self.modalities:
             raise ValueError(f"unknown modality '{name}'; modalities are {self.modality_names}")
@@ -154,7 +163,12 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         kind = spec["kind"]
         try:
             if kind == "image":
-                return decode_image(value)
+                layout = (
+                    input_data_format.get(name)
+                    if isinstance(input_data_format, Mapping)
+                    else input_data_format
+                )
+                return decode_image(value, layout or spec.get("input_data_format"))
             if kind == "audio":
                 rate = sampling_rate.get(name) if isinstance(sampling_rate, Mapping) else sampling_rate
                 target = spec["sampling_rate"]
@@ -202,6 +216,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         *,
         sampling_rate: int | Mapping[str, int] | None = None,
         return_tensors: str | None = "pt",
+        input_data_format: str | Mapping[str, str] | None = None,
         **inputs: Any,
     ) -> BatchFeature:
         """Decode, resample, pre-process and pad one batch.
@@ -210,6 +225,9 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             sampling_rate: rate of raw audio arrays (one number, or modality name -> number); samples that carry
                 their own rate (dicts, decoders, files) use theirs. Arrays with no rate are an error.
             return_tensors: ``"pt"`` (default) or ``"np"``.
+            input_data_format: layout of image arrays, ``"channels_first"`` or ``"channels_last"`` (one value
+                or modality -> value), as in transformers' image processors; needed for an ambiguous shape
+                such as ``[3, 3, 3]``.
             inputs: one keyword per modality: a list of samples (``None`` = missing) or one sample.
 
         Raises [`BadSampleError`] naming the modality, the sample's position and the file for unusable data.
@@ -231,7 +249,11 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             decoded[name] = []
             for index, sample in enumerate(samples):
                 try:
-                    decoded[name].append(None if sample is None else self.decode(name, sample, sampling_rate))
+                    decoded[name].append(
+                        None
+                        if sample is None
+                        else self.decode(name, sample, sampling_rate, input_data_format)
+                    )
                 except BadSampleError as error:
                     raise error.locate(row=f"sample {index}") from error.__cause__
         return self.process_decoded(decoded, return_tensors=return_tensors)

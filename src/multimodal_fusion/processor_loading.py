@@ -30,6 +30,8 @@ from .configuration_fusion import (
     infer_kind,
     resolve_kind,
 )
+from .image_decoding import normalize_input_data_format
+from .input_validation import max_text_positions, min_audio_samples
 
 HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only")
 """``from_pretrained`` arguments forwarded to every sub-processor (where to find the files)."""
@@ -39,19 +41,6 @@ TIMM_CONFIG_NAME = "config.json"
 ``TimmWrapperImageProcessor.save_pretrained`` is a no-op, and this form also loads with ``AutoImageProcessor``."""
 
 _VERY_LARGE_MAX_LENGTH = 10**6
-_POSITION_OFFSET_MODEL_TYPES = {
-    "roberta",
-    "xlm-roberta",
-    "xlm-roberta-xl",
-    "camembert",
-    "longformer",
-    "data2vec-text",
-    "roberta-prelayernorm",
-    "ibert",
-    "mpnet",
-}
-"""Text encoders whose position ids start after the padding index, so they hold ``max_position_embeddings -
-pad_token_id - 1`` tokens."""
 
 
 def text_max_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig | None) -> int | None:
@@ -60,24 +49,7 @@ def text_max_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < _VERY_LARGE_MAX_LENGTH:
         return limit
-    positions = getattr(config, "max_position_embeddings", None) if config is not None else None
-    if not isinstance(positions, int) or positions <= 0:
-        return None
-    if config.model_type in _POSITION_OFFSET_MODEL_TYPES:
-        positions -= (getattr(config, "pad_token_id", None) or 1) + 1
-    return positions
-
-
-def min_audio_samples(config: PretrainedConfig | None) -> int:
-    """Fewest samples a wav2vec2-style convolutional front-end turns into at least one frame (1 if unknown)."""
-    kernels = getattr(config, "conv_kernel", None)
-    strides = getattr(config, "conv_stride", None)
-    if not kernels or not strides or len(kernels) != len(strides):
-        return 1
-    needed = 1
-    for kernel, stride in reversed(list(zip(kernels, strides, strict=True))):
-        needed = (needed - 1) * stride + kernel
-    return int(needed)
+    return max_text_positions(config)
 
 
 def _timm_processor(config: Any) -> Any:
@@ -110,6 +82,7 @@ PROCESSOR_SPEC_KEYS = (
     "min_audio_samples",
     "input_dim",
     "timm",
+    "input_data_format",
 )
 """Saved per-modality fields of ``processor_config.json``."""
 
@@ -158,6 +131,12 @@ def normalize_processor_spec(name: str, spec: Any) -> tuple[dict[str, Any], Any]
         )
     if kind == "image":
         out["timm"] = _is_timm(processor)
+        try:
+            input_data_format = normalize_input_data_format(spec.get("input_data_format"))
+        except ValueError as error:
+            raise ValueError(f"modality '{name}': {error}") from None
+        if input_data_format is not None:
+            out["input_data_format"] = input_data_format
     elif kind == "audio":
         rate = getattr(processor, "sampling_rate", None)
         if not isinstance(rate, int) or rate <= 0:
@@ -202,7 +181,17 @@ class ProcessorLoadingMixin:
         modalities: dict[str, dict[str, Any]] = {}
         for name, spec in encoders.items():
             spec = {"path": spec} if isinstance(spec, (str, os.PathLike)) else dict(spec)
-            unknown = set(spec) - set(SPEC_KEYS) - {"max_length", "processor", "min_audio_samples", "name"}
+            unknown = (
+                set(spec)
+                - set(SPEC_KEYS)
+                - {
+                    "max_length",
+                    "processor",
+                    "min_audio_samples",
+                    "input_data_format",
+                    "name",
+                }
+            )
             if unknown:
                 raise ValueError(f"modality '{name}': unknown spec keys {sorted(unknown)}")
             has_encoder = spec.get("config") is not None or bool(spec.get("path"))
@@ -228,6 +217,8 @@ class ProcessorLoadingMixin:
                 out["max_length"] = spec.get("max_length") or text_max_length(processor, tower)
             elif kind == "audio":
                 out["min_audio_samples"] = spec.get("min_audio_samples") or min_audio_samples(tower)
+            elif kind == "image" and spec.get("input_data_format") is not None:
+                out["input_data_format"] = spec["input_data_format"]
             modalities[name] = out
         return cls(modalities, max_audio_seconds=max_audio_seconds)
 

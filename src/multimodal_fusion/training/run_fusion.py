@@ -95,9 +95,13 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments) -> Fus
 
 
 def load_data(
-    data_args: DataArguments, processor: FusionProcessor, training_args: FusionTrainingArguments
+    data_args: DataArguments,
+    processor: FusionProcessor,
+    training_args: FusionTrainingArguments,
+    num_labels: int | None = None,
 ) -> LoadedDataset:
-    """Load the splits, carve a validation split from train when none exists, apply sample limits."""
+    """Load the splits, carve a validation split from train when none exists, apply sample limits.
+    ``num_labels`` (the config's) makes a class id beyond it an error instead of a larger head."""
     columns = modality_columns(data_args.columns, processor.modality_names)
     load_kwargs = {"name": data_args.dataset_config_name} if data_args.dataset_config_name else {}
     loaded = load_fusion_dataset(
@@ -105,6 +109,8 @@ def load_data(
         columns,
         kinds=processor,
         label_column=data_args.label_column,
+        num_labels=num_labels,
+        skip_bad_samples=data_args.skip_bad_samples,
         **load_kwargs,
     )
     splits = loaded.dataset
@@ -190,7 +196,8 @@ def run(
     )  # we push the final folder ourselves
     processor = build_processor(model_args, data_args)
     with training_args.main_process_first(desc="loading the dataset"):
-        loaded = load_data(data_args, processor, training_args)
+        new_head = model_args.num_labels if not model_args.model_name_or_path else None
+        loaded = load_data(data_args, processor, training_args, num_labels=new_head)
     splits = loaded.dataset
     model = build_model(model_args, loaded)
     # Embedding cache: frozen encoders run once over the data, then train from `{name}_embeds`.
@@ -203,6 +210,8 @@ def run(
         loaded.columns,
         label_column=loaded.label_column,
         skip_bad_samples=data_args.skip_bad_samples,
+        num_labels=model.config.num_labels,
+        problem_type=problem_type,
     )
     eval_dataset = splits.get(data_args.validation_split)
     trainer = FusionTrainer(
