@@ -396,6 +396,27 @@ def add_length_column(
     )
 
 
+def _add_labels(
+    result: LoadedDataset,
+    dataset: DatasetDict,
+    label_column: str,
+    label_names: Sequence[str] | None,
+    num_labels: int | None,
+    skip_bad_samples: bool,
+) -> DatasetDict:
+    """Encode and check the label column (see [`encode_labels`], [`check_label_values`]); fill ``result``."""
+    dataset, id2label, problem_type, num_labels = encode_labels(
+        dataset, label_column, label_names, num_labels
+    )
+    check_label_values(dataset, label_column, problem_type, num_labels, skip_bad_samples=skip_bad_samples)
+    result.label_column = label_column
+    result.id2label = id2label
+    result.label2id = {v: k for k, v in id2label.items()} if id2label is not None else None
+    result.problem_type = problem_type
+    result.num_labels = num_labels
+    return dataset
+
+
 def load_fusion_dataset(
     source: str | os.PathLike | Sequence[str] | Mapping[str, str | Sequence[str]],
     columns: Mapping[str, str],
@@ -454,15 +475,7 @@ def load_fusion_dataset(
             dataset[name] = part.add_column(ROW_INDEX_COLUMN, list(range(len(part))))
     result = LoadedDataset(dataset=dataset, columns=columns)
     if label_column is not None and all(label_column in part.column_names for part in dataset.values()):
-        dataset, id2label, problem_type, num_labels = encode_labels(
-            dataset, label_column, label_names, num_labels
-        )
-        check_label_values(dataset, label_column, problem_type, num_labels, skip_bad_samples=skip_bad_samples)
-        result.label_column = label_column
-        result.id2label = id2label
-        result.label2id = {v: k for k, v in id2label.items()} if id2label is not None else None
-        result.problem_type = problem_type
-        result.num_labels = num_labels
+        dataset = _add_labels(result, dataset, label_column, label_names, num_labels, skip_bad_samples)
     if length_column is not None:
         if length_modality is None:
             length_modality = next((n for n in columns if kind_of[n] == "audio"), None) or next(

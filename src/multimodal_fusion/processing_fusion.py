@@ -45,6 +45,11 @@ def _is_batch(kind: str, value: Any) -> bool:
     return True
 
 
+def _for_modality(value: Any, name: str) -> Any:
+    """A per-call option given as one value or as modality -> value."""
+    return value.get(name) if isinstance(value, Mapping) else value
+
+
 class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
     """Turns raw samples into the batch a [`FusionModel`] takes, with each encoder's own pre-processing.
 
@@ -152,10 +157,8 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         """One raw sample of modality ``name`` -> its canonical form, checked: an RGB ``PIL.Image``, a float32
         mono waveform at the encoder's rate, a string, or a float32 vector.
 
-        ``input_data_format`` (``"channels_first"``/``"channels_last"``, one value or modality -> value) names
-        the layout of image arrays; default the modality's spec value, and an ambiguous array without one is
-        refused (see [`decode_image`]). Raises [`BadSampleError`] (naming the modality and the file) for data
-        that cannot be used.
+        ``input_data_format``: image array layout (one value or modality -> value; default the spec's), see
+        [`decode_image`]. Raises [`BadSampleError`] (naming the modality and the file) for unusable data.
         """
         if name not in self.modalities:
             raise ValueError(f"unknown modality '{name}'; modalities are {self.modality_names}")
@@ -163,12 +166,8 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         kind = spec["kind"]
         try:
             if kind == "image":
-                layout = (
-                    input_data_format.get(name)
-                    if isinstance(input_data_format, Mapping)
-                    else input_data_format
-                )
-                return decode_image(value, layout or spec.get("input_data_format"))
+                layout = _for_modality(input_data_format, name) or spec.get("input_data_format")
+                return decode_image(value, layout)
             if kind == "audio":
                 rate = sampling_rate.get(name) if isinstance(sampling_rate, Mapping) else sampling_rate
                 target = spec["sampling_rate"]
