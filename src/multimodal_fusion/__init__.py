@@ -1,6 +1,7 @@
 """multimodal-fusion: merge pretrained image, audio, text and feature encoders into one Hugging Face model."""
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .bad_samples import BadSampleError
 from .configuration_fusion import MODALITY_KINDS, FusionConfig, ModalitySpec
@@ -12,6 +13,8 @@ from .fusion_layers import FUSION_REGISTRY, FusionOutput, register_fusion
 from .hub import push_model_to_hub
 from .inference import ScoringOutput, score_dataset
 from .modeling_fusion import FusionModel, FusionModelOutput, FusionPreTrainedModel, load_encoder
+from .pipeline_fusion import TASK as PIPELINE_TASK
+from .pipeline_fusion import FusedClassificationPipeline
 from .pooling_layers import POOLING_REGISTRY, register_pooling
 from .processing_fusion import FusionProcessor
 
@@ -23,6 +26,9 @@ FusionConfig.register_for_auto_class()
 FusionModel.register_for_auto_class("AutoModel")
 AutoProcessor.register(FusionConfig, FusionProcessor, exist_ok=True)
 FusionPreTrainedModel.hub_uploader = push_model_to_hub  # the model layer cannot import the Hub layer
+PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK, pipeline_class=FusedClassificationPipeline, pt_model=AutoModel, type="multimodal"
+)
 
 __all__ = [
     "FUSION_REGISTRY",
@@ -33,6 +39,7 @@ __all__ = [
     "BadSampleError",
     "EncoderLayout",
     "FusionConfig",
+    "FusedClassificationPipeline",
     "FusionDataCollator",
     "FusionModel",
     "FusionModelOutput",

@@ -265,6 +265,19 @@ def _default_modalities() -> dict[str, dict[str, Any]]:
     }
 
 
+CUSTOM_PIPELINES = {
+    # Not "fused-classification": transformers sends a task named in config.json to the remote code even when
+    # the package registered it in-process, so the in-process name would then demand trust_remote_code=True.
+    "fused-classification-remote": {
+        "impl": "pipeline_fusion.FusedClassificationPipeline",
+        "pt": ["AutoModel"],
+        "tf": [],
+        "type": "multimodal",
+    }
+}
+"""``config.json``'s ``custom_pipelines``: the task and the remote-code file that ``save_pretrained`` copies."""
+
+
 class FusionConfig(PretrainedConfig):
     r"""Configuration of a [`FusionModel`].
 
@@ -334,6 +347,8 @@ class FusionConfig(PretrainedConfig):
                 )
         self.modalities = {name: ModalitySpec.from_dict(name, spec) for name, spec in modalities.items()}
         super().__post_init__(**kwargs)
+        if not getattr(self, "custom_pipelines", None):  # pipeline(model=folder, trust_remote_code=True)
+            self.custom_pipelines = dict(CUSTOM_PIPELINES)
         self._validate_fusion_fields()
 
     def _validate_fusion_fields(self) -> None:

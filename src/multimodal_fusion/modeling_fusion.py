@@ -8,6 +8,8 @@ imports to torch, transformers, timm and flat relative imports of this folder.
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -300,6 +302,14 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
             model.to(dtype)
         model.apply_trainable_layers()
         return loaded
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """transformers' ``save_pretrained``, plus the ``fused-classification`` pipeline code that ``config.json``'s
+        ``custom_pipelines`` names (so ``pipeline(model=folder, trust_remote_code=True)`` works)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        pipeline_code = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipeline_fusion.py")
+        if os.path.isfile(pipeline_code):
+            shutil.copyfile(pipeline_code, os.path.join(save_directory, "pipeline_fusion.py"))
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
         """Upload to the Hub repo ``repo_id``. With the package installed: weights, config, code, the processor

@@ -17,6 +17,7 @@ from transformers import (
     AutoTokenizer,
     PretrainedConfig,
 )
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.feature_extraction_utils import FeatureExtractionMixin
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -228,7 +229,15 @@ class ProcessorLoadingMixin:
             "processor_class": type(self).__name__,
             "modalities": [{"name": name, **spec} for name, spec in self.modalities.items()],
             "max_audio_seconds": self.max_audio_seconds,
+            # remote code: AutoProcessor.from_pretrained(folder, trust_remote_code=True) without this package
+            "auto_map": {
+                "AutoProcessor": f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            },
         }
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoProcessor") -> None:
+        """What ``AutoProcessor`` calls on a class loaded from remote code; ``auto_map`` is always written."""
 
     def save_pretrained(
         self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any
@@ -259,6 +268,9 @@ class ProcessorLoadingMixin:
                 written.append(file)
             else:
                 written.extend(str(f) for f in processor.save_pretrained(folder) or [])
+        written.extend(
+            str(f) for f in custom_object_save(self, save_directory)
+        )  # the class's file + its flat imports
         config_file = os.path.join(save_directory, PROCESSOR_NAME)
         with open(config_file, "w", encoding="utf-8") as handle:
             json.dump(self.to_dict(), handle, indent=2)
