@@ -7,6 +7,7 @@ imports to torch, transformers, timm and flat relative imports of this folder.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -21,12 +22,20 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .batch_inputs import batch_size_of, check_fields, drop_modalities, presence, split_inputs
-from .configuration_fusion import KIND_FIELDS, FusionConfig, ModalitySpec, encoder_tower_config, infer_kind
+from .configuration_fusion import (
+    KIND_FIELDS,
+    FusionConfig,
+    ModalitySpec,
+    default_pooling,
+    encoder_tower_config,
+    infer_kind,
+)
 from .encoder_layout import EncoderLayout
 from .feature_encoder import FeatureEncoder
 from .fusion_layers import FUSION_REGISTRY
 from .input_validation import InputLimits, input_limits
 from .label_validation import IGNORE_INDEX, check_labels
+from .load_report import expected_missing_keys
 from .modality_encoding import ModalityEncodingMixin
 from .model_freezing import EncoderFreezingMixin
 from .pooling_layers import POOLING_REGISTRY
@@ -112,7 +121,9 @@ def fusion_loss(
     return loss, aux_losses
 
 
-def load_encoder(name: str, path: str, kind: str | None = None, **kwargs: Any) -> tuple[PreTrainedModel, str]:
+def load_encoder(
+    name: str, path: str, kind: str | None = None, pooling: str | None = None, **kwargs: Any
+) -> tuple[PreTrainedModel, str]:
     """Load the encoder of modality ``name`` from a Hub id or folder with the transformers Auto classes.
 
     timm checkpoints load through transformers' timm wrapper; a dual-encoder checkpoint (CLIP, SigLIP, CLAP)
@@ -129,10 +140,13 @@ def load_encoder(name: str, path: str, kind: str | None = None, **kwargs: Any) -
         config.model_args.pop("num_classes", None)  # timm's save_for_hf writes it; the wrapper passes its own
     kind = kind or infer_kind(name, config)
     tower = encoder_tower_config(kind, config)
-    if tower is config:
-        model = AutoModel.from_pretrained(path, config=config, **kwargs)
-    else:
-        model = MODEL_MAPPING[type(tower)].from_pretrained(path, config=tower, **kwargs)
+    # a pooler the modality never runs may be absent from the checkpoint: no LOAD REPORT for that alone
+    unused_pooler = (pooling or default_pooling(kind, tower)) != "pooler"
+    with expected_missing_keys() if unused_pooler else contextlib.nullcontext():
+        if tower is config:
+            model = AutoModel.from_pretrained(path, config=config, **kwargs)
+        else:
+            model = MODEL_MAPPING[type(tower)].from_pretrained(path, config=tower, **kwargs)
     return model, kind
 
 
@@ -278,7 +292,7 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
                 if not spec.get("path"):
                     raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
                 models[name], spec["kind"] = load_encoder(
-                    name, str(spec["path"]), spec.get("kind"), **(encoder_kwargs or {})
+                    name, str(spec["path"]), spec.get("kind"), spec.get("pooling"), **(encoder_kwargs or {})
                 )
                 spec["config"] = models[name].config
             specs[name] = spec

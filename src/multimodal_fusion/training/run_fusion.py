@@ -263,7 +263,10 @@ def setup_logging(training_args: FusionTrainingArguments) -> None:
     )
     level = training_args.get_process_log_level()
     logger.setLevel(level)
-    logging.getLogger("multimodal_fusion").setLevel(level)
+    # the package's own events (unfreezing, caching, skipped samples, label mapping) show at INFO by default
+    logging.getLogger("multimodal_fusion").setLevel(
+        min(level, logging.INFO) if training_args.should_log else level
+    )
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
 
