@@ -57,7 +57,7 @@ def summary(title: str, rows: dict[str, Any]) -> None:
     width = max((len(k) for k in rows), default=0)
     print(f"\n== {title} ==")
     for key, value in rows.items():
-        shown = f"{value:.4f}" if isinstance(value, float) else value
+        shown = f"{value:.4g}" if isinstance(value, float) else value
         print(f"  {key:<{width}}  {shown}")
 
 
