@@ -1,0 +1,51 @@
+"""Exported inference graphs (ONNX through onnxruntime, torch.export) against the eager model, missing modalities
+included, at batch sizes and sequence lengths other than the ones exported with."""
+
+import numpy as np
+import pytest
+import torch
+
+from multimodal_fusion import FusionModel, FusionProcessor
+from multimodal_fusion.export import export_model, run_onnx
+from saved_fusion import save_fusion_folder
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_paths, tmp_path_factory):
+    return save_fusion_folder(tiny_paths, tmp_path_factory.mktemp("export") / "model", fusion="attention")
+
+
+def new_batch(processor):
+    """Batch size 2 (export used 3), other text/audio lengths; row 1 misses its text, row 0 its image."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)
+    audio = [{"array": rng.standard_normal(n).astype(np.float32), "sampling_rate": 16000} for n in (5000, 2500)]
+    return dict(processor(image=[None, image], audio=audio, text=["one two three four five six", None]))
+
+
+@pytest.mark.parametrize("format", ["onnx", "torch_export"])
+def test_exported_logits_equal_eager_with_a_missing_modality(folder, tmp_path, format):
+    output = tmp_path / ("model.onnx" if format == "onnx" else "program.pt2")
+    result = export_model(folder, output, format)
+    assert result["max_abs_diff"] <= 1e-4 and output.is_file()
+    model = FusionModel.from_pretrained(folder).eval()
+    processor = FusionProcessor.from_pretrained(folder)
+    batch = new_batch(processor)
+    assert not batch["text_mask"][1] and not batch["image_mask"][0]
+    with torch.no_grad():
+        expected = model(**batch).logits
+        all_present = model(**{k: v for k, v in batch.items() if not k.endswith("_mask")}).logits
+    names = result["inputs"].split(", ")
+    inputs = {name: batch.get(name, torch.ones(2, dtype=torch.bool)) for name in names}
+    if format == "onnx":
+        actual = torch.from_numpy(run_onnx(output, inputs))
+    else:
+        actual = torch.export.load(str(output)).module()(*inputs.values())
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+    # the masks work in the graph: with every modality marked present the logits change
+    assert (all_present - expected).abs().max() > 1e-3
+
+
+def test_unknown_format_is_an_error(folder, tmp_path):
+    with pytest.raises(ValueError, match="`format` must be one of"):
+        export_model(folder, tmp_path / "x", "tflite")
