@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tiny_data import LABELS, write_tiny_dataset
 
 from multimodal_fusion import FusionModel, FusionProcessor
-from tiny_data import LABELS, write_tiny_dataset
 
 ID2LABEL = dict(enumerate(LABELS))
 

@@ -4,10 +4,10 @@ included, at batch sizes and sequence lengths other than the ones exported with.
 import numpy as np
 import pytest
 import torch
+from saved_fusion import save_fusion_folder
 
 from multimodal_fusion import FusionModel, FusionProcessor
 from multimodal_fusion.export import export_model, run_onnx
-from saved_fusion import save_fusion_folder
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,9 @@ def new_batch(processor):
     """Batch size 2 (export used 3), other text/audio lengths; row 1 misses its text, row 0 its image."""
     rng = np.random.default_rng(1)
     image = rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)
-    audio = [{"array": rng.standard_normal(n).astype(np.float32), "sampling_rate": 16000} for n in (5000, 2500)]
+    audio = [
+        {"array": rng.standard_normal(n).astype(np.float32), "sampling_rate": 16000} for n in (5000, 2500)
+    ]
     return dict(processor(image=[None, image], audio=audio, text=["one two three four five six", None]))
 
 

@@ -5,10 +5,10 @@ import csv
 import pytest
 import torch
 import yaml
+from tiny_data import write_tiny_dataset
 
 import multimodal_fusion.hpo as hpo_module
 from multimodal_fusion.hpo import HEAD_FIELDS, parse_space, run_hpo
-from tiny_data import write_tiny_dataset
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 import torch
+from saved_fusion import raw_files, save_fusion_folder
 from transformers import pipeline
 
 from multimodal_fusion import FusedClassificationPipeline, FusionModel, FusionProcessor
-from saved_fusion import raw_files, save_fusion_folder
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,8 @@ def test_remote_code_pipeline_without_the_package(setup, tmp_path):
         print(json.dumps(pipe({samples!r}, top_k=2, batch_size=2)))
     """)
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": ""}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert_matches(json.loads(done.stdout.strip().splitlines()[-1]), expected)

@@ -108,8 +108,9 @@ def predictions_table(output: PredictionOutput, config: Any, num_rows: int, row_
     table["error"] = ""
     by_row = {name: position for position, name in enumerate(row_names)}
     for error in output.errors:
+        where = f" '{error['path']}'" if error.get("path") else ""
         table.loc[by_row[error["row"]], "error"] = (
-            f"{error['modality']} ({error['column']}): {error['reason']}"
+            f"{error['modality']} ({error['column']}){where}: {error['reason']}"
         )
     return table
 
@@ -145,8 +146,6 @@ def predict_command(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     row_names = rows["row_index"] if "row_index" in rows.column_names else list(range(len(rows)))
     write_table(predictions_table(output, model.config, len(rows), row_names), output_path)
-    for error in output.errors:
-        logger.warning(f"row {error['row']}: {error['modality']} ({error['column']}): {error['reason']}")
     counts = {"rows": len(rows), "predicted": len(output.rows), "bad rows": len(output.errors)}
     counts["cached modalities"] = ", ".join(output.cached_modalities) or "none"
     counts["output"] = str(output_path)
