@@ -56,3 +56,19 @@ def installed_package(tmp_path_factory):
     from installed_package import install_package
 
     return install_package(tmp_path_factory.mktemp("installed"))
+
+
+@pytest.fixture(scope="session")
+def installed_demo(installed_package, tmp_path_factory):
+    """``multimodal-fusion demo --num-samples 300 --fusions concat`` run ONCE for the whole suite with the installed
+    console script, from an empty folder: ``(outputs/demo folder, completed process)``. The
+    tests of the installed demo and of predict/evaluate on its trained folder share it (it is the slow part)."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("demo-run")
+    done = subprocess.run(
+        [str(installed_package.site / "bin" / "multimodal-fusion"), "demo", "--num-samples", "300",
+         "--fusions", "concat"],
+        cwd=folder, env=installed_package.env(), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    return folder / "outputs" / "demo", done

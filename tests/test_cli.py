@@ -1,0 +1,84 @@
+"""The ``multimodal-fusion`` command from a non-editable install, run from an empty folder: --help, the demo,
+then predict and evaluate on the demo's test split, checked against ``FusionModel`` on the same rows."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from multimodal_fusion import FusionDataCollator, FusionModel, FusionProcessor, load_fusion_dataset
+
+
+def run(installed_package, cwd, *args):
+    done = subprocess.run(
+        [str(installed_package.site / "bin" / "multimodal-fusion"), *args], cwd=cwd, env=installed_package.env(),
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def test_help_of_every_command(installed_package, tmp_path):
+    where = subprocess.run(
+        [sys.executable, "-c", "import multimodal_fusion; print(multimodal_fusion.__file__)"],
+        cwd=tmp_path, env=installed_package.env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert where.stdout.strip().startswith(
+        str(installed_package.site)
+    )  # the installed copy, not the checkout
+    out = run(installed_package, tmp_path, "--help").stdout
+    for command in ("train", "predict", "evaluate", "export", "hpo", "demo"):
+        assert command in out
+    for command in ("train", "predict", "evaluate", "export", "hpo"):
+        assert (
+            "usage: multimodal-fusion " + command
+            in run(installed_package, tmp_path, command, "--help").stdout
+        )
+    assert "--num-samples" in run(installed_package, tmp_path, "demo", "--help").stdout
+
+
+def model_probabilities(model_dir, test_csv):
+    """Softmax of ``FusionModel`` on the test rows, batched by the collator (independent of predict's loop)."""
+    model = FusionModel.from_pretrained(model_dir).eval()
+    processor = FusionProcessor.from_pretrained(model_dir)
+    columns = {"image": "image", "audio": "audio", "text": "text"}
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    rows = load_fusion_dataset(str(test_csv), columns, kinds=processor, label_names=names).dataset["train"]
+    batch = FusionDataCollator(processor, columns)(list(rows))
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    return logits.softmax(-1).numpy(), batch["labels"].numpy(), names
+
+
+def test_demo_then_predict_and_evaluate(installed_package, installed_demo):
+    demo, done = installed_demo
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "demo finished" in done.stdout
+    folder = demo.parents[1]
+    model_dir, test_csv = demo / "fusion" / "concat", demo / "data" / "test.csv"
+    out = run(
+        installed_package, folder, "predict", str(model_dir), str(test_csv), "--output", "preds.csv"
+    ).stdout
+    assert "predictions written" in out
+    with open(folder / "preds.csv") as handle:
+        table = list(csv.DictReader(handle))
+    probabilities, labels, names = model_probabilities(model_dir, test_csv)
+    assert len(table) == len(probabilities) > 0
+    scores = np.array([[float(row[f"score_{n}"]) for n in names] for row in table])
+    np.testing.assert_allclose(scores, probabilities, atol=1e-5)
+    assert [row["label"] for row in table] == [names[i] for i in probabilities.argmax(-1)]
+    assert all(row["present_image"] == "True" for row in table)
+    out = run(
+        installed_package, folder, "evaluate", str(model_dir), str(test_csv), "--output-dir", "eval"
+    ).stdout
+    assert "accuracy without audio" in out
+    metrics = json.loads((folder / "eval" / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(float(np.mean(probabilities.argmax(-1) == labels)))
+    trained = json.loads((model_dir / "all_results.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(trained["test_accuracy"])  # the trainer's own test pass
+    for plot in ("confusion_matrix.png", "ablation.png"):
+        assert (folder / "eval" / plot).stat().st_size > 1000
