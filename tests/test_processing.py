@@ -194,9 +194,12 @@ def test_save_pretrained_from_pretrained_and_auto_processor(tiny_paths, tiny_dir
     saved = json.loads((tmp_path / "ckpt" / "processor_config.json").read_text())
     assert saved["processor_class"] == "FusionProcessor"
     assert [m["name"] for m in saved["modalities"]] == ["image", "audio", "text", "cam", "sensors"]
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir() if p.suffix != ".py") == [
         "audio", "cam", "image", "processor_config.json", "text"
     ]  # fmt: skip
+    # plus the processor's own code, flat, for AutoProcessor.from_pretrained(..., trust_remote_code=True)
+    assert saved["auto_map"] == {"AutoProcessor": "processing_fusion.FusionProcessor"}
+    assert (tmp_path / "ckpt" / "processing_fusion.py").is_file()
     # the timm sub-folder is timm-format, so transformers' own loader reads it too
     assert isinstance(
         AutoImageProcessor.from_pretrained(tmp_path / "ckpt" / "cam"), TimmWrapperImageProcessor
