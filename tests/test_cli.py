@@ -82,3 +82,51 @@ def test_demo_then_predict_and_evaluate(installed_package, installed_demo):
     assert metrics["accuracy"] == pytest.approx(trained["test_accuracy"])  # the trainer's own test pass
     for plot in ("confusion_matrix.png", "ablation.png"):
         assert (folder / "eval" / plot).stat().st_size > 1000
+
+
+def test_ready_configs_resolve_by_name_and_unknown_names_list_them():
+    from multimodal_fusion.train import ready_configs, resolve_config
+
+    assert {"demo", "hub-base"} <= set(ready_configs())
+    assert resolve_config("demo").name == "demo.yaml"
+    with pytest.raises(FileNotFoundError, match="ready configs: .*'demo'"):
+        resolve_config("no-such-config")
+
+
+def test_missing_extra_names_the_pip_install(monkeypatch):
+    import importlib.util
+
+    from multimodal_fusion import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a)
+    )
+    with pytest.raises(SystemExit, match=r"pip install 'multimodal-fusion\[hpo\]'"):
+        cli.main(["hpo", "config.yaml"])
+
+
+def test_train_command_ignores_the_hpo_section_and_shows_package_events(tiny_paths, tmp_path, capsys, caplog):
+    import yaml
+    from tiny_data import write_tiny_dataset
+
+    from multimodal_fusion import cli
+
+    files = write_tiny_dataset(tmp_path / "data", n_train=6, n_eval=3)
+    config = {
+        "encoders": tiny_paths, "trainable_layers": 0, "projection_dim": 16, "fusion_hidden_size": 16,
+        "train_file": str(files["train"]), "validation_file": str(files["validation"]),
+        "output_dir": str(tmp_path / "out"), "max_steps": 1, "report_to": "none", "use_cpu": True,
+        "hpo": {"n_trials": 2, "space": {"learning_rate": [0.1]}},
+    }  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["train", str(tmp_path / "config.yaml"), "--per_device_train_batch_size", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "training finished" in out and "eval_accuracy" in out
+    events = [r.getMessage() for r in caplog.records if r.name.startswith("multimodal_fusion")]
+    assert any("embedding cache: training" in m for m in events)  # INFO events pass the package's level
+    assert any("`hpo` section is ignored" in m for m in events)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["custom_pipelines"]["fused-classification-remote"]["impl"] == (
+        "pipeline_fusion.FusedClassificationPipeline"
+    )
