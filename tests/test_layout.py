@@ -27,6 +27,8 @@ LAYERS: dict[str, int] = {
     "feature_encoder": MODEL,
     "fusion_layers": MODEL,
     "pooling_layers": MODEL,
+    "pipeline_fusion": MODEL,
+    "load_report": MODEL,
     # data layer: decoding, processor, collator, loading, bad samples
     "bad_samples": DATA,
     "audio_decoding": DATA,
@@ -41,10 +43,17 @@ LAYERS: dict[str, int] = {
     "hub": SERVICES,
     # what runs a job
     "inference": APPLICATION,
+    "prediction": APPLICATION,
+    "evaluation": APPLICATION,
+    "export": APPLICATION,
+    "hpo": APPLICATION,
+    "train": APPLICATION,
     "training": APPLICATION,
     "configs": APPLICATION,
     # front ends
     "demo": FRONT,
+    "cli": FRONT,
+    "cli_inference": FRONT,
     "__init__": ROOT,
 }
 """Layer of each top-level module or subpackage of ``multimodal_fusion`` (a subpackage's files share its layer)."""

@@ -75,7 +75,7 @@ def test_an_existing_cache_is_reused_and_none_is_built(setup, monkeypatch):
     live = predict_dataset(model, processor, dataset, MODALITIES, progress=False)
     assert live.cached_modalities == [] and calls  # no cache existed: encoders ran, nothing was written
     assert not [f for f in (files["validation"].parent).rglob("cache-*.arrow")]
-    cache_embeddings(dataset, model, processor, {c: n for n, c in MODALITIES.items()}, ["image", "audio"])
+    cache_embeddings(dataset, model, processor, MODALITIES, ["image", "audio"])
     calls.clear()
     cached = predict_dataset(model, processor, dataset, MODALITIES, progress=False)
     assert cached.cached_modalities == ["image", "audio"]

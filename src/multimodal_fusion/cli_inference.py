@@ -67,7 +67,7 @@ def load_rows(
         )
     loaded = load_fusion_dataset(
         data,
-        {column: name for name, column in columns.items()},
+        columns,
         kinds=processor,
         label_column=label_column,
         label_names=label_names,

@@ -28,7 +28,8 @@ import PIL.Image
 import torch
 from torch import nn
 
-from .modeling_fusion import KIND_FIELDS, FusionModel
+from .configuration_fusion import KIND_FIELDS
+from .modeling_fusion import FusionModel
 from .processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)

@@ -127,6 +127,38 @@ def _decode_row(
     return sample
 
 
+def _decode_part(
+    processor: FusionProcessor,
+    part: Mapping[str, list[Any]],
+    start: int,
+    modality_columns: Mapping[str, str],
+    cached: Sequence[str],
+    skip_bad_samples: bool,
+    label_column: str | None,
+    sinks: tuple[list, list, list],
+) -> list[dict[str, Any]]:
+    """Decode a slice of rows (columnar ``part``, first row at dataset position ``start``); appends each good
+    row's position and label, and each bad row's error, to ``sinks`` = ``(rows, labels, errors)``."""
+    rows, labels, errors = sinks
+    samples = []
+    for offset, values in enumerate(zip(*part.values(), strict=True)):
+        row = dict(zip(part, values, strict=True))
+        row_name = row.get(ROW_INDEX_COLUMN, start + offset)
+        try:
+            samples.append(_decode_row(processor, row, modality_columns, cached, row_name))
+        except BadSampleError as error:
+            if not skip_bad_samples:
+                raise
+            logger.warning("skipping %s", error)
+            errors.append({"row": row_name, "modality": error.modality, "column": error.column,
+                           "path": error.path, "reason": error.reason})  # fmt: skip
+            continue
+        rows.append(start + offset)
+        if label_column is not None:
+            labels.append(row[label_column])
+    return samples
+
+
 def _model_batch(
     processor: FusionProcessor, samples: list[dict[str, Any]], cached: Sequence[str], device: torch.device
 ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
@@ -192,7 +224,7 @@ def predict_dataset(
     cached = find_cached_embeddings(dataset, model, processor, modality_columns) if use_cache else []
     if cached:
         logger.info(f"predict: reusing the embedding cache of {cached} (their encoders are skipped)")
-        dataset = cache_embeddings(dataset, model, processor, _column_to_modality(modality_columns), cached)
+        dataset = cache_embeddings(dataset, model, processor, modality_columns, cached)
     device = torch.device(device) if device is not None else model.classifier.weight.device
     was_training = model.training
     model.eval()
@@ -202,23 +234,8 @@ def predict_dataset(
     try:
         for start in tqdm(range(0, len(source), batch_size), desc="predicting", disable=not progress):
             part = source[start : start + batch_size]
-            samples = []
-            for offset, values in enumerate(zip(*part.values(), strict=True)):
-                row = dict(zip(part, values, strict=True))
-                position = start + offset
-                row_name = row.get(ROW_INDEX_COLUMN, position)
-                try:
-                    samples.append(_decode_row(processor, row, modality_columns, cached, row_name))
-                except BadSampleError as error:
-                    if not skip_bad_samples:
-                        raise
-                    logger.warning("skipping %s", error)
-                    errors.append({"row": row_name, "modality": error.modality, "column": error.column,
-                                   "path": error.path, "reason": error.reason})  # fmt: skip
-                    continue
-                rows.append(position)
-                if label_column is not None:
-                    labels.append(row[label_column])
+            samples = _decode_part(processor, part, start, modality_columns, cached, skip_bad_samples,
+                                   label_column, (rows, labels, errors))  # fmt: skip
             if not samples:
                 continue
             batch, present = _model_batch(processor, samples, cached, device)
@@ -241,11 +258,6 @@ def predict_dataset(
         labels=np.asarray(labels) if label_column is not None else None,
         cached_modalities=cached,
     )
-
-
-def _column_to_modality(modality_columns: Mapping[str, str]) -> dict[str, str]:
-    """The column -> modality form ``cache_embeddings`` and the collator take."""
-    return {column: name for name, column in modality_columns.items()}
 
 
 def scores_from_logits(logits: np.ndarray, problem_type: str | None) -> np.ndarray:

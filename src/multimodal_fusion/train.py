@@ -19,19 +19,11 @@ import yaml
 logger = logging.getLogger(__name__)
 
 
-def config_folders() -> list[Path]:
-    """Where ready configs are looked up by name: the package's ``configs/``, then a source checkout's."""
-    package = Path(__file__).resolve().parent
-    return [package / "configs", package.parents[1] / "training" / "configs"]
-
-
 def ready_configs() -> dict[str, Path]:
-    """Ready config name -> file."""
-    found: dict[str, Path] = {}
-    for folder in reversed(config_folders()):
-        if folder.is_dir():
-            found.update({f.stem: f for f in sorted(folder.glob("*.yaml"))})
-    return found
+    """Ready training config name (``demo``, ``hub-base``) -> its file shipped in ``multimodal_fusion.configs``."""
+    from .configs import available_configs, config_path
+
+    return {name[: -len(".yaml")]: config_path(name) for name in available_configs() if "/" not in name}
 
 
 def resolve_config(name_or_path: str) -> Path:
