@@ -27,6 +27,8 @@ LAYERS: dict[str, int] = {
     "feature_encoder": MODEL,
     "fusion_layers": MODEL,
     "pooling_layers": MODEL,
+    "token_fusion_layers": MODEL,
+    "token_sequences": MODEL,
     # data layer: decoding, processor, collator, loading, bad samples
     "bad_samples": DATA,
     "audio_decoding": DATA,
