@@ -40,7 +40,8 @@ class FusionModelOutput(ModelOutput):
         logits: ``[B, num_labels]``.
         fused_embedding: ``[B, fusion_hidden_size]``, the fusion module's output (input of the head).
         modality_embeddings: name -> ``[B, projection_dim]`` projected vectors as fed to the fusion; a sample
-            whose modality is missing holds that modality's learned placeholder.
+            whose modality is missing holds that modality's learned placeholder. Token-level fusions: the mean
+            of the modality's projected tokens (zeros where it is missing: no placeholder, no token).
         aux_logits: name -> ``[B, num_labels]`` from the per-modality heads (``None`` without aux heads).
         modality_weights: ``[B, M]`` in config order for fusions that weigh modalities, else ``None``.
         aux_losses: name -> auxiliary loss of that modality over the samples where it is present.
