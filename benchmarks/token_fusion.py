@@ -163,6 +163,8 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (numbers meaningless)")
     parser.add_argument("--all-pooled", action="store_true", help="every pooled fusion of the registry")
+    parser.add_argument("--pooled", nargs="+", default=list(POOLED_FUSIONS), help="pooled fusions to try")
+    parser.add_argument("--max-rows", type=int, help="use at most this many rows of each split")
     options = parser.parse_args()
     torch.set_num_threads(2)
     if options.quick:
@@ -174,10 +176,14 @@ def main() -> None:
         specs = {name: str(encoders / name) for name in COLUMNS}
         processor = FusionProcessor.from_encoders(specs)
         splits = load_fusion_dataset(files, COLUMNS, kinds=processor).dataset
+        if options.max_rows:
+            splits = datasets.DatasetDict(
+                {k: v.select(range(min(options.max_rows, len(v)))) for k, v in splits.items()}
+            )
         collator = FusionDataCollator(processor, COLUMNS)
         live_collator = FusionDataCollator(processor, COLUMNS, embeds_columns={})
         runs = []
-        pooled = sorted(set(FUSION_REGISTRY) - set(TOKEN_FUSIONS)) if options.all_pooled else POOLED_FUSIONS
+        pooled = sorted(set(FUSION_REGISTRY) - set(TOKEN_FUSIONS)) if options.all_pooled else options.pooled
         configs = [(f, "cls") for f in TOKEN_FUSIONS] + [(f, p) for p in POOLINGS for f in pooled]
         for fusion, pooling in configs:
             model = build(encoders, fusion, pooling)

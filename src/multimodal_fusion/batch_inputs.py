@@ -55,7 +55,9 @@ def split_inputs(config: FusionConfig, inputs: Mapping[str, Any]) -> dict[str, d
                     f"{[f'{name}_{f}' for f in allowed]}"
                 )
         encoder_fields = set(fields) - set(SPECIAL_FIELDS)
-        if len([f for f in CACHED_FIELDS if f in fields]) + bool(encoder_fields) > 1:
+        if encoder_fields and "embeds" in fields:
+            raise ValueError(f"modality '{name}': give either '{name}_embeds' or encoder inputs, not both")
+        if "token_embeds" in fields and (encoder_fields or "embeds" in fields):
             raise ValueError(
                 f"modality '{name}': give one of '{name}_embeds', '{name}_token_embeds' or encoder inputs"
             )
