@@ -164,9 +164,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (numbers meaningless)")
     parser.add_argument("--all-pooled", action="store_true", help="every pooled fusion of the registry")
     parser.add_argument("--pooled", nargs="+", default=list(POOLED_FUSIONS), help="pooled fusions to try")
+    parser.add_argument("--token", nargs="+", default=TOKEN_FUSIONS, help="token-level fusions to try")
     parser.add_argument("--max-rows", type=int, help="use at most this many rows of each split")
+    parser.add_argument(
+        "--num-threads",
+        type=int,
+        default=1,
+        help="torch threads (1: tiny models, shared cores; see demo.pretrain)",
+    )
     options = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(options.num_threads)
     if options.quick:
         options.num_samples, options.epochs = 400, 1
     started = time.perf_counter()
@@ -184,7 +191,7 @@ def main() -> None:
         live_collator = FusionDataCollator(processor, COLUMNS, embeds_columns={})
         runs = []
         pooled = sorted(set(FUSION_REGISTRY) - set(TOKEN_FUSIONS)) if options.all_pooled else options.pooled
-        configs = [(f, "cls") for f in TOKEN_FUSIONS] + [(f, p) for p in POOLINGS for f in pooled]
+        configs = [(f, "cls") for f in options.token] + [(f, p) for p in POOLINGS for f in pooled]
         for fusion, pooling in configs:
             model = build(encoders, fusion, pooling)
             cached = cache_embeddings(splits, model, processor, COLUMNS, list(COLUMNS))
