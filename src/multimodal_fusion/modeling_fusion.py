@@ -381,8 +381,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             return_dict (`bool`, *optional*): ``False`` returns a tuple instead of a [`FusionModelOutput`].
             aux_loss_weight (`float`, *optional*): overrides ``config.aux_loss_weight`` for this call (the
                 trainer's schedule uses it).
-            output_attentions (`bool`, defaults to `False`): token-level fusions also return their attention
-                maps as ``attentions`` (slower: no fused attention kernel).
+            output_attentions (`bool`): token-level fusions also return ``attentions`` maps (no fused kernel).
             **inputs: ``{name}_{field}`` tensors per modality ``name`` (see ``configuration_fusion.KIND_FIELDS``):
 
                 - image: ``{name}_pixel_values`` ``[B, C, H, W]`` float.
