@@ -29,6 +29,8 @@ LAYERS: dict[str, int] = {
     "pooling_layers": MODEL,
     "pipeline_fusion": MODEL,
     "load_report": MODEL,
+    "token_fusion_layers": MODEL,
+    "token_sequences": MODEL,
     # data layer: decoding, processor, collator, loading, bad samples
     "bad_samples": DATA,
     "audio_decoding": DATA,

@@ -7,7 +7,8 @@ from multimodal_fusion import FUSION_REGISTRY, FusionModel
 from tiny_encoders import IMAGE_SIZE, random_batch, select_rows
 
 FUSIONS = sorted(FUSION_REGISTRY)
-WEIGHING = {"gated", "attention", "transformer"}
+TOKEN_LEVEL = {"cross_attention", "bottleneck", "perceiver"}
+WEIGHING = {"gated", "attention", "transformer", *TOKEN_LEVEL}
 SMALL = {"projection_dim": 32, "fusion_hidden_size": 32, "fusion_heads": 2}
 
 
@@ -16,8 +17,9 @@ def build(paths, fusion="concat", **kwargs):
     return FusionModel.from_encoders(paths, fusion=fusion, num_labels=3, **{**SMALL, **kwargs})
 
 
-def test_registry_holds_all_six_fusions():
-    assert set(FUSIONS) == {"concat", "gated", "attention", "transformer", "tensor", "low_rank_tensor"}
+def test_registry_holds_the_six_pooled_and_three_token_level_fusions():
+    pooled = {"concat", "gated", "attention", "transformer", "tensor", "low_rank_tensor"}
+    assert set(FUSIONS) == pooled | TOKEN_LEVEL
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -84,9 +86,13 @@ def test_masked_modality_cannot_change_that_samples_logits(tiny_paths, fusion):
     assert torch.equal(logits[0], reference[0])
     assert torch.equal(logits[1:], reference[1:])  # masked rows are not even encoded
     out = model(**batch)
-    torch.testing.assert_close(
-        out.modality_embeddings["audio"][0], model.missing_embeddings["audio"].detach()
-    )
+    if fusion in TOKEN_LEVEL:  # no placeholder: a missing modality contributes no token at all
+        assert "audio" not in model.missing_embeddings
+        assert (out.modality_embeddings["audio"][0] == 0).all()
+    else:
+        torch.testing.assert_close(
+            out.modality_embeddings["audio"][0], model.missing_embeddings["audio"].detach()
+        )
     if fusion in WEIGHING:
         assert out.modality_weights[0, 1] == 0  # no weight on the missing modality
 

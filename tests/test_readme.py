@@ -29,7 +29,11 @@ def readme_ids(tiny_dir):
 
 @pytest.mark.parametrize(
     "marker",
-    ["model = FusionModel.from_encoders(\n    encoders,", 'batch = processor(\n    image=[Image.new("L"'],
+    [
+        "model = FusionModel.from_encoders(\n    encoders,",
+        'batch = processor(\n    image=[Image.new("L"',
+        'fusion="cross_attention",',
+    ],
 )
 def test_readme_example_runs(readme_ids, marker, tmp_path, monkeypatch):
     block = next(b for b in python_blocks() if marker in b)

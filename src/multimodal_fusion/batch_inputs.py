@@ -16,9 +16,12 @@ from torch import nn
 from .configuration_fusion import KIND_FIELDS, FusionConfig
 from .input_validation import InputLimits, check_values
 
-SPECIAL_FIELDS = ("embeds", "mask")
+SPECIAL_FIELDS = ("embeds", "token_embeds", "token_mask", "mask")
 """Fields every modality takes besides its encoder's: ``{name}_embeds`` (a precomputed pooled vector ``[B,
-pooled_dim]`` that skips the encoder) and ``{name}_mask`` (``[B]`` bool, False = modality missing)."""
+pooled_dim]`` that skips the encoder), ``{name}_token_embeds`` / ``{name}_token_mask`` (a precomputed token
+sequence ``[B, T, pooled_dim]`` after ``max_tokens`` and its ``[B, T]`` mask) and ``{name}_mask`` (``[B]`` bool,
+False = modality missing)."""
+CACHED_FIELDS = ("embeds", "token_embeds")
 
 
 def split_inputs(config: FusionConfig, inputs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -54,6 +57,12 @@ def split_inputs(config: FusionConfig, inputs: Mapping[str, Any]) -> dict[str, d
         encoder_fields = set(fields) - set(SPECIAL_FIELDS)
         if encoder_fields and "embeds" in fields:
             raise ValueError(f"modality '{name}': give either '{name}_embeds' or encoder inputs, not both")
+        if "token_embeds" in fields and (encoder_fields or "embeds" in fields):
+            raise ValueError(
+                f"modality '{name}': give one of '{name}_embeds', '{name}_token_embeds' or encoder inputs"
+            )
+        if "token_mask" in fields and "token_embeds" not in fields:
+            raise ValueError(f"modality '{name}': '{name}_token_mask' needs '{name}_token_embeds'")
         if encoder_fields and not set(required) <= encoder_fields:
             raise ValueError(
                 f"modality '{name}' ({kind}): missing field(s) {[f'{name}_{f}' for f in required]}"
@@ -112,6 +121,11 @@ def check_fields(
 
     if "embeds" in fields and (fields["embeds"].dim() != 2 or fields["embeds"].shape[1] != pooled_dim):
         fail("embeds", f"[batch, {pooled_dim}] (the pooled encoder output)", fields["embeds"])
+    tokens = fields.get("token_embeds")
+    if tokens is not None and (tokens.dim() != 3 or tokens.shape[2] != pooled_dim):
+        fail("token_embeds", f"[batch, tokens, {pooled_dim}] (encoder tokens)", tokens)
+    if "token_mask" in fields and fields["token_mask"].shape != tokens.shape[:2]:
+        fail("token_mask", f"[batch, tokens] = {tuple(tokens.shape[:2])}", fields["token_mask"])
     if "mask" in fields and fields["mask"].dim() != 1:
         fail("mask", "[batch] booleans (False = modality missing)", fields["mask"])
     if kind == "image" and "pixel_values" in fields:

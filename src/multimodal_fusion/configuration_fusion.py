@@ -13,8 +13,8 @@ from typing import Any
 
 from transformers import CONFIG_MAPPING, MODEL_MAPPING, PretrainedConfig
 
-from .fusion_layers import FUSION_REGISTRY
 from .pooling_layers import POOLING_REGISTRY
+from .token_fusion_layers import FUSION_REGISTRY  # the registry, with the token-level fusions registered
 
 MODALITY_KINDS = ("image", "audio", "text", "features")
 """What a modality can hold: an image, audio or text encoder, or a dense float vector (``features``)."""
@@ -136,6 +136,7 @@ class ModalitySpec:
     config: PretrainedConfig | None = None
     pooling: str | None = None
     layer: int | None = None
+    max_tokens: int | None = None
     trainable_layers: int | str = "all"
     learning_rate: float | None = None
     train_feature_encoder: bool = False
@@ -195,6 +196,13 @@ class ModalitySpec:
             self.layer = None
         else:
             self._validate_encoder(name)
+        max_tokens = self.max_tokens
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
+            raise ValueError(
+                f"modality '{name}': `max_tokens` must be a positive integer or None, got {max_tokens!r}"
+            )
         self.trainable_layers = check_trainable_layers(name, self.trainable_layers)
         self.train_feature_encoder = bool(self.train_feature_encoder)
         lr = self.learning_rate
@@ -295,6 +303,9 @@ class FusionConfig(PretrainedConfig):
               for text and ViT-like images, ``pooler`` for CNN/timm images, ``mean`` for audio.
             - ``layer``: index into the encoder's ``hidden_states`` to pool (0 = embeddings); ``None`` = the
               encoder's final output.
+            - ``max_tokens``: cap on the tokens the encoder hands over (token-level fusions, and before pooling):
+              audio averages each sample's valid frames into equal bins, images pool the patch grid (prefix
+              tokens kept), text keeps its first valid tokens. ``None`` (default) = every token.
             - ``trainable_layers``: ``0`` frozen, ``k`` the top k blocks (plus the final norm), ``"all"``.
             - ``learning_rate``: optional per-encoder learning rate (used by the trainer).
             - ``train_feature_encoder``: train wav2vec2's convolutional front-end too (default ``False``).
@@ -302,12 +313,16 @@ class FusionConfig(PretrainedConfig):
 
             Defaults to ``image`` (ViT), ``audio`` (wav2vec2) and ``text`` (BERT) with default-size configs.
         fusion (`str`, *optional*, defaults to `"concat"`):
-            ``concat`` | ``gated`` | ``attention`` | ``transformer`` | ``tensor`` | ``low_rank_tensor``.
+            pooled: ``concat`` | ``gated`` | ``attention`` | ``transformer`` | ``tensor`` | ``low_rank_tensor``;
+            token-level (modalities attend to each other's tokens): ``cross_attention`` (MulT) |
+            ``bottleneck`` (MBT) | ``perceiver``.
         projection_dim (`int`, defaults to 256): size every pooled encoder vector is projected to.
         fusion_hidden_size (`int`, defaults to 256): size of the fused embedding fed to the head.
         fusion_layers (`int`, defaults to 1): MLP depth (``concat``) or transformer layers (``transformer``).
         fusion_heads (`int`, defaults to 4): attention heads of the ``transformer`` fusion.
         fusion_rank (`int`, defaults to 4): rank of the ``low_rank_tensor`` fusion.
+        fusion_bottleneck_tokens (`int`, defaults to 4): shared bottleneck tokens of the ``bottleneck`` fusion.
+        fusion_latent_tokens (`int`, defaults to 8): latent array size of the ``perceiver`` fusion.
         tensor_fusion_dim (`int`, defaults to 16): per-modality size before the outer product of ``tensor``.
         dropout (`float`, defaults to 0.1): dropout in the fusion module and before the head.
         modality_dropout (`float`, defaults to 0.0): probability, per sample and modality, of masking a whole
@@ -326,6 +341,8 @@ class FusionConfig(PretrainedConfig):
     fusion_layers: int = 1
     fusion_heads: int = 4
     fusion_rank: int = 4
+    fusion_bottleneck_tokens: int = 4
+    fusion_latent_tokens: int = 8
     tensor_fusion_dim: int = 16
     dropout: float = 0.1
     modality_dropout: float = 0.0
@@ -360,12 +377,15 @@ class FusionConfig(PretrainedConfig):
             "fusion_layers",
             "fusion_heads",
             "fusion_rank",
+            "fusion_bottleneck_tokens",
+            "fusion_latent_tokens",
             "tensor_fusion_dim",
         ):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{field}` must be a positive integer, got {value!r}")
-        if self.fusion == "transformer" and self.projection_dim % self.fusion_heads:
+        attends = getattr(FUSION_REGISTRY[self.fusion], "token_level", self.fusion == "transformer")
+        if attends and self.projection_dim % self.fusion_heads:
             raise ValueError(
                 f"`projection_dim` ({self.projection_dim}) must be divisible by `fusion_heads` ({self.fusion_heads})"
             )

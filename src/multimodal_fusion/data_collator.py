@@ -69,19 +69,37 @@ def labels_to_tensor(
     return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
+def _token_fields(name: str, sequences: Sequence[np.ndarray | None]) -> dict[str, torch.Tensor]:
+    """Cached token sequences ``[T_i, D]``, right-padded: ``{name}_token_embeds`` ``[B, T, D]`` float32 and
+    ``{name}_token_mask`` ``[B, T]`` (a missing row has no real token)."""
+    present = [i for i, tokens in enumerate(sequences) if tokens is not None]
+    width = max(len(sequences[i]) for i in present)
+    embeds = torch.zeros(len(sequences), width, sequences[present[0]].shape[1], dtype=torch.float32)
+    token_mask = torch.zeros(len(sequences), width, dtype=torch.bool)
+    for i in present:
+        embeds[i, : len(sequences[i])] = torch.from_numpy(sequences[i])
+        token_mask[i, : len(sequences[i])] = True
+    return {f"{name}_token_embeds": embeds, f"{name}_token_mask": token_mask}
+
+
 def _embeds_fields(name: str, vectors: Sequence[np.ndarray | None]) -> dict[str, torch.Tensor]:
-    """``{name}_embeds`` ``[B, D]`` float32 (zeros where missing) and, when a row is missing, ``{name}_mask``;
-    nothing when every row is missing (the modality is then absent from the batch)."""
+    """``{name}_embeds`` ``[B, D]`` float32 (zeros where missing), or for cached token sequences (2-D values)
+    ``{name}_token_embeds`` / ``{name}_token_mask``; when a row is missing, ``{name}_mask``; nothing when every
+    row is missing (the modality is then absent from the batch)."""
     present = [i for i, vector in enumerate(vectors) if vector is not None]
     if not present:
         return {}
-    embeds = torch.zeros(len(vectors), len(vectors[present[0]]), dtype=torch.float32)
-    embeds[present] = torch.from_numpy(np.stack([vectors[i] for i in present]))
+    if vectors[present[0]].ndim == 2:
+        fields = _token_fields(name, vectors)
+    else:
+        embeds = torch.zeros(len(vectors), len(vectors[present[0]]), dtype=torch.float32)
+        embeds[present] = torch.from_numpy(np.stack([vectors[i] for i in present]))
+        fields = {f"{name}_embeds": embeds}
     if len(present) == len(vectors):
-        return {f"{name}_embeds": embeds}
+        return fields
     mask = torch.zeros(len(vectors), dtype=torch.bool)
     mask[present] = True
-    return {f"{name}_embeds": embeds, f"{name}_mask": mask}
+    return {**fields, f"{name}_mask": mask}
 
 
 class FusionDataCollator:
@@ -102,9 +120,10 @@ class FusionDataCollator:
         row_column: column naming each row in errors (default ``row_index``, added by ``load_fusion_dataset``);
             without it the position in the batch is named.
         embeds_columns: modality -> column holding its precomputed pooled vector (added by
-            ``embedding_cache.cache_embeddings``); such a modality goes to the model as ``{name}_embeds`` (its
-            encoder is skipped) and its raw column is not decoded. Default: a modality whose ``{name}_embeds``
-            column is in the rows uses it; ``{}`` turns that off. A row with no vector is missing
+            ``embedding_cache.cache_embeddings``), or its token sequence ``[T_i, D]`` (``{name}_token_embeds``,
+            right-padded into ``{name}_token_embeds`` / ``{name}_token_mask``); such a modality goes to the
+            model as ``{name}_embeds`` (its encoder is skipped) and its raw column is not decoded. Default: a
+            modality whose ``{name}_embeds`` or ``{name}_token_embeds`` column is in the rows uses it; ``{}`` turns that off. A row with no vector is missing
             (``{name}_mask`` False) when its raw value is missing too, else a bad sample (the cache left it
             empty), whose error decoding the raw value again reproduces.
         num_labels / problem_type: the model's (``model.config``); with them every label is checked completely
@@ -262,8 +281,12 @@ class FusionDataCollator:
         """modality -> column of precomputed pooled vectors used for this batch."""
         if self.embeds_columns is not None:
             return self.embeds_columns
-        names = [name for name in self.processor.modality_names if f"{name}_embeds" in row]
-        return {name: f"{name}_embeds" for name in names}
+        columns = {}
+        for name in self.processor.modality_names:
+            for column in (f"{name}_embeds", f"{name}_token_embeds"):  # pooled vectors / token sequences
+                if column in row:
+                    columns[name] = column
+        return columns
 
     def _cached_vector(
         self, name: str, embeds_column: str, column: str | None, row: Mapping[str, Any], row_name: Any

@@ -31,6 +31,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 
@@ -48,12 +49,28 @@ CACHE_VERSION = 1
 EMBEDS_SUFFIX = "_embeds"
 """Cached column of modality ``name``: ``{name}_embeds``, the model's input name for a precomputed pooled vector."""
 
+TOKEN_EMBEDS_SUFFIX = "_token_embeds"
+"""Cached column of modality ``name`` when it is cached as a token sequence: ``{name}_token_embeds``, one
+``[T_i, hidden]`` array per row (after ``max_tokens``)."""
+
 CACHE_MODES = ("auto", "true", "false")
+STORAGE_DTYPES = ("float32", "float16")
 
 
-def embeds_column(name: str) -> str:
-    """The column that holds modality ``name``'s cached pooled vectors (``{name}_embeds``)."""
-    return f"{name}{EMBEDS_SUFFIX}"
+def embeds_column(name: str, tokens: bool = False) -> str:
+    """The column that holds modality ``name``'s cached pooled vectors (``{name}_embeds``) or, with ``tokens``,
+    its token sequences (``{name}_token_embeds``)."""
+    return f"{name}{TOKEN_EMBEDS_SUFFIX if tokens else EMBEDS_SUFFIX}"
+
+
+def caches_tokens(model: FusionModel, name: str) -> bool:
+    """Whether modality ``name`` is cached as a token sequence rather than a pooled vector: the fusion is
+    token-level, or the pooling has weights that train (``attention``), so only the tokens stay fixed."""
+    if getattr(model.fusion, "token_level", False):
+        return True
+    if name not in model.poolers:
+        return False
+    return any(p.requires_grad for p in model.poolers[name].parameters())
 
 
 # ---------------------------------------------------------------------------------------------------- fingerprints
@@ -108,7 +125,8 @@ def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: 
     """Fingerprint (hex) of everything modality ``name``'s pooled vector depends on, apart from the sample.
 
     Covers the encoder's weights and buffers (bytes, dtype, shape), the encoder config, the model config's
-    ``kind``/``pooling``/``layer`` for the modality, the pooling module's weights, the processor settings of
+    ``kind``/``layer``/``max_tokens`` for the modality, whether tokens are cached ([`caches_tokens`]) and, for
+    pooled vectors, ``pooling`` and the pooling module's weights, the processor settings of
     [`processor_settings`] and ``CACHE_VERSION``. Two models with equal weights and settings give the same
     fingerprint (so a cache is reused); changing any of them gives another one.
     """
@@ -121,7 +139,10 @@ def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: 
     spec = model.config.modalities[name]
     digest = hashlib.sha256()
     digest.update(f"multimodal_fusion.embedding_cache v{CACHE_VERSION}|".encode())
-    model_settings = {key: spec.get(key) for key in ("kind", "pooling", "layer", "input_dim", "hidden_sizes")}
+    tokens = caches_tokens(model, name)
+    keys = ("kind", "layer", "max_tokens", "input_dim", "hidden_sizes", *(() if tokens else ("pooling",)))
+    model_settings = {key: spec.get(key) for key in keys}
+    model_settings["tokens"] = tokens
     encoder_config = spec.get("config")
     if encoder_config is not None:
         config = encoder_config.to_dict()
@@ -131,7 +152,7 @@ def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: 
     digest.update(_json(model_settings).encode())
     digest.update(_json(processor_settings(processor, name)).encode())
     _update_with_tensors(digest, model.encoders[name].state_dict())
-    if name in model.poolers:
+    if name in model.poolers and not tokens:
         _update_with_tensors(digest, {f"pooler.{k}": v for k, v in model.poolers[name].state_dict().items()})
     return digest.hexdigest()
 
@@ -175,16 +196,21 @@ def cache_plan(
 ) -> dict[str, str | None]:
     """For every modality of ``model``: ``None`` when its pooled vectors stay fixed (can be cached), else why not.
 
-    A modality can be cached when its encoder has no trainable parameter (``trainable_layers: 0``), its pooling
-    has none either (``attention`` pooling learns), it is not in ``unfrozen`` (the modalities an unfreezing
-    schedule will make trainable; see ``training.embedding_cache_policy``), and its processor applies no random
-    augmentation ([`has_random_augmentation`])."""
+    A modality can be cached when its encoder has no trainable parameter (``trainable_layers: 0``) (with a
+    token-level fusion its token sequences are cached: [`caches_tokens`]), its pooling has none either
+    (``attention`` pooling learns; ``cache_embeddings`` caches its tokens when it is named in ``modalities``),
+    it is not in ``unfrozen`` (the modalities an unfreezing schedule will make trainable; see
+    ``training.embedding_cache_policy``), and its processor applies no random augmentation
+    ([`has_random_augmentation`])."""
     plan: dict[str, str | None] = {}
     for name, spec in model.config.modalities.items():
         if any(p.requires_grad for p in model.encoders[name].parameters()):
             plan[name] = f"its encoder trains (trainable_layers={spec['trainable_layers']!r})"
         elif name in model.poolers and any(p.requires_grad for p in model.poolers[name].parameters()):
-            plan[name] = f"its '{spec['pooling']}' pooling has weights that train"
+            plan[name] = (
+                f"its '{spec['pooling']}' pooling has weights that train (pass it in `modalities` to "
+                "`cache_embeddings` to cache its token sequences instead)"
+            )
         elif name in unfrozen:
             plan[name] = "`unfreeze_schedule` will unfreeze it"
         elif (
@@ -217,8 +243,9 @@ class _Encoder:
     pooling, return ``{name}_embeds`` (``None`` where the sample is missing, or bad and skipped)."""
 
     def __init__(
-        self, model, processor, modality_columns, sampling_rate, skip_bad_samples, device, row_column
+        self, model, processor, modality_columns, sampling_rate, skip_bad_samples, device, row_column, dtype
     ):
+        self.dtype = np.dtype(dtype)
         self.model = model
         self.processor = processor
         self.modality_columns = modality_columns
@@ -253,13 +280,18 @@ class _Encoder:
             if present:
                 batch = self.processor.process_decoded({name: [decoded[i] for i in present]})
                 batch = {k: v.to(self.device) for k, v in batch.items()}
+                tokens = caches_tokens(self.model, name)
                 with torch.no_grad():
-                    pooled = self.model.get_modality_embeddings(**batch)[name]
-                pooled = pooled.float().cpu().numpy()
+                    if tokens:
+                        values, token_mask = self.model.get_modality_tokens(**batch)[name]
+                        token_mask = token_mask.cpu().numpy()
+                    else:
+                        values = self.model.get_modality_embeddings(**batch)[name]
+                values = values.float().cpu().numpy().astype(self.dtype)
                 for position, i in enumerate(present):
-                    vectors[i] = pooled[position]
+                    vectors[i] = values[position][token_mask[position]] if tokens else values[position]
                 self.rows_encoded += len(present)
-            out[embeds_column(name)] = vectors
+            out[embeds_column(name, caches_tokens(self.model, name))] = vectors
         return out
 
 
@@ -275,8 +307,12 @@ def cache_embeddings(
     skip_bad_samples: bool = False,
     device: str | torch.device | None = None,
     load_from_cache_file: bool | None = None,
+    storage_dtype: str = "float32",
 ) -> Dataset | DatasetDict:
-    """Add a ``{name}_embeds`` column (float32 ``[pooled_dim]`` per row) for each modality in ``modalities``.
+    """Add a ``{name}_embeds`` column (``[pooled_dim]`` per row) for each modality in ``modalities``, or a
+    ``{name}_token_embeds`` column (``[T_i, hidden]`` per row: the encoder's token sequence after ``max_tokens``,
+    its real tokens only) for a modality the model needs tokens of ([`caches_tokens`]: token-level fusions,
+    ``attention`` pooling).
 
     Each row's raw value (file path, bytes, array, text; ``None`` = missing) is decoded and processed as
     [`FusionDataCollator`] would, then ``model.get_modality_embeddings`` gives the pooled vector the live path
@@ -297,9 +333,13 @@ def cache_embeddings(
             the row as it does live. Missing samples (``None``) always stay missing (``{name}_mask`` False).
         device: where to encode (default: where the model is); the model is moved back afterwards.
         load_from_cache_file: passed to ``Dataset.map`` (``None``: reuse cache files when caching is enabled).
+        storage_dtype: ``"float32"`` (default: cached and live logits agree to float rounding) or ``"float16"``
+            (half the disk and memory; the collator hands float32 tensors to the model either way).
 
     Returns the dataset with the added columns (the raw columns are kept).
     """
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"`storage_dtype` must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
     if modalities is None:
         modalities = [name for name, reason in cache_plan(model, processor).items() if reason is None]
     names = list(modalities)
@@ -324,6 +364,7 @@ def cache_embeddings(
         "skip_bad_samples": skip_bad_samples,
         "device": device,
         "load_from_cache_file": load_from_cache_file,
+        "storage_dtype": storage_dtype,
     }
     if isinstance(dataset, DatasetDict):
         return DatasetDict({split: _cache_split(part, split, **options) for split, part in dataset.items()})
@@ -344,6 +385,7 @@ def _cache_split(
     skip_bad_samples: bool,
     device: Any,
     load_from_cache_file: bool | None,
+    storage_dtype: str,
 ) -> Dataset:
     if not names:
         return dataset
@@ -360,18 +402,19 @@ def _cache_split(
                 "modalities": [[name, modality_columns[name], fingerprints[name]] for name in names],
                 "sampling_rate": sampling_rate,
                 "version": CACHE_VERSION,
+                "storage_dtype": storage_dtype,
             }
         ).encode()
     ).hexdigest()[:32]
     features = dataset.features.copy()
     for name in names:
-        features[embeds_column(name)] = datasets.List(
-            datasets.Value("float32"), length=model.pooled_dims[name]
-        )
+        vector = datasets.List(datasets.Value(storage_dtype), length=model.pooled_dims[name])
+        tokens = caches_tokens(model, name)
+        features[embeds_column(name, tokens)] = datasets.List(vector) if tokens else vector
     original_device = model.classifier.weight.device
     device = torch.device(device) if device is not None else original_device
     encoder = _Encoder(
-        model, processor, modality_columns, sampling_rate, skip_bad_samples, device, row_column
+        model, processor, modality_columns, sampling_rate, skip_bad_samples, device, row_column, storage_dtype
     )
     was_training = model.training
     model.eval()

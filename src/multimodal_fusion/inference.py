@@ -70,7 +70,11 @@ def score_dataset(
         sampling_rate=sampling_rate,
         device=device,
     )
-    cached = [name for name in modalities if embeds_column(name) in dataset.column_names]
+    cached = [
+        name
+        for name in modalities
+        if {embeds_column(name), embeds_column(name, tokens=True)} & set(dataset.column_names)
+    ]
     collator = FusionDataCollator(processor, column_map, label_column=None, sampling_rate=sampling_rate)
     keep = [
         c

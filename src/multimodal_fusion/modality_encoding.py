@@ -20,37 +20,55 @@ class ModalityEncodingMixin:
         param = next(self.encoders[name].parameters(), None)
         return param.dtype if param is not None else None
 
-    def _run_encoder(self, name: str, fields: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled output ``[n, pooled_dim]`` of modality ``name``'s encoder for these rows."""
+    def _needs_unpadded_audio(self, name: str, fields: dict[str, torch.Tensor]) -> bool:
+        spec = self.config.modalities[name]
+        mask = fields.get("attention_mask")
+        return (
+            spec.kind == "audio"
+            and mask is not None
+            and getattr(spec.config, "feat_extract_norm", "layer") == "group"
+            and not bool(mask.all())
+        )
+
+    def _encoder_hidden(self, name: str, fields: dict[str, torch.Tensor]):
+        """``(hidden [n, T, H] or a CNN map [n, C, h, w], token mask [n, T] or None, pooler_output)`` of
+        modality ``name``'s encoder at the spec's ``layer``."""
         spec = self.config.modalities[name]
         encoder = self.encoders[name]
         dtype = self._encoder_dtype(name)
         fields = {
             k: v.to(dtype) if v.is_floating_point() and dtype is not None else v for k, v in fields.items()
         }
-        if spec.kind == "features":
-            return encoder(fields["values"])
         token_mask = None
         call_fields = dict(fields)
-        if spec.kind == "audio":
-            attention_mask = call_fields.pop("attention_mask", None)
-            if attention_mask is not None and getattr(spec.config, "feat_extract_norm", "layer") == "group":
-                if not bool(attention_mask.all()):
-                    return self._run_unpadded_audio(name, fields["input_values"], attention_mask)
-                attention_mask = None
-            if attention_mask is not None:
-                call_fields["attention_mask"] = attention_mask
+        if spec.kind == "audio" and getattr(spec.config, "feat_extract_norm", "layer") == "group":
+            call_fields.pop("attention_mask", None)  # all ones here (see _needs_unpadded_audio)
         outputs = encoder(**call_fields, output_hidden_states=spec.layer is not None, return_dict=True)
         hidden = outputs.last_hidden_state if spec.layer is None else outputs.hidden_states[spec.layer]
-        if hidden.dim() == 4:  # CNN feature map [B, C, H, W] -> tokens [B, H*W, C]
-            hidden = hidden.flatten(2).transpose(1, 2)
         if spec.kind == "text" and "attention_mask" in fields:
             token_mask = fields["attention_mask"].bool()
         elif spec.kind == "audio" and "attention_mask" in call_fields:
             token_mask = encoder._get_feature_vector_attention_mask(
                 hidden.shape[1], call_fields["attention_mask"]
             ).bool()
-        return self.poolers[name](hidden, token_mask, getattr(outputs, "pooler_output", None))
+        return hidden, token_mask, getattr(outputs, "pooler_output", None)
+
+    def _run_encoder(self, name: str, fields: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled output ``[n, pooled_dim]`` of modality ``name``'s encoder for these rows (pooling the
+        ``max_tokens``-reduced sequence when the spec sets one)."""
+        spec = self.config.modalities[name]
+        if spec.kind == "features":
+            dtype = self._encoder_dtype(name)
+            values = fields["values"]
+            return self.encoders[name](values.to(dtype) if dtype is not None else values)
+        if self._needs_unpadded_audio(name, fields):
+            return self._run_unpadded_audio(name, fields["input_values"], fields["attention_mask"])
+        if spec.max_tokens is not None and spec.pooling != "pooler":
+            return self.poolers[name](*self._encoder_tokens(name, fields))
+        hidden, token_mask, pooler_output = self._encoder_hidden(name, fields)
+        if hidden.dim() == 4:  # CNN feature map [B, C, H, W] -> tokens [B, H*W, C]
+            hidden = hidden.flatten(2).transpose(1, 2)
+        return self.poolers[name](hidden, token_mask, pooler_output)
 
     def _run_unpadded_audio(
         self, name: str, values: torch.Tensor, attention_mask: torch.Tensor
@@ -75,6 +93,8 @@ class ModalityEncodingMixin:
             return None
         if "embeds" in fields:  # cached float32 vectors follow the projection's dtype, as encoder inputs do
             return fields["embeds"][present].to(self.projections[name][0].weight.dtype)
+        if "token_embeds" in fields:  # cached tokens: pool them as the live path pools the encoder's
+            return self.poolers[name](*self._token_states(name, fields, present))
         inputs = {k: v for k, v in fields.items() if k != "mask"}
         if not bool(present.all()):
             inputs = {k: v[present] for k, v in inputs.items()}

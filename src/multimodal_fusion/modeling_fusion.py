@@ -39,6 +39,7 @@ from .load_report import expected_missing_keys
 from .modality_encoding import ModalityEncodingMixin
 from .model_freezing import EncoderFreezingMixin
 from .pooling_layers import POOLING_REGISTRY
+from .token_sequences import TokenSequenceMixin
 
 
 @dataclass
@@ -50,11 +51,13 @@ class FusionModelOutput(ModelOutput):
         logits: ``[B, num_labels]``.
         fused_embedding: ``[B, fusion_hidden_size]``, the fusion module's output (input of the head).
         modality_embeddings: name -> ``[B, projection_dim]`` projected vectors as fed to the fusion; a sample
-            whose modality is missing holds that modality's learned placeholder.
+            whose modality is missing holds that modality's learned placeholder. Token-level fusions: the mean
+            of the modality's projected tokens (zeros where it is missing: no placeholder, no token).
         aux_logits: name -> ``[B, num_labels]`` from the per-modality heads (``None`` without aux heads).
         modality_weights: ``[B, M]`` in config order for fusions that weigh modalities, else ``None``.
         aux_losses: name -> auxiliary loss of that modality over the samples where it is present.
         modality_mask: ``[B, M]`` bool, which modalities each sample had (after modality dropout).
+        attentions: token-level fusions with ``output_attentions=True``: their attention maps (see the fusion).
     """
 
     loss: torch.Tensor | None = None
@@ -65,6 +68,7 @@ class FusionModelOutput(ModelOutput):
     modality_weights: torch.Tensor | None = None
     aux_losses: dict[str, torch.Tensor] | None = None
     modality_mask: torch.Tensor | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 def problem_type_for(config: FusionConfig, labels: torch.Tensor) -> str:
@@ -205,13 +209,14 @@ class FusionPreTrainedModel(PreTrainedModel):
                 init.normal_(placeholder, std=std)
 
 
-class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedModel):
+class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedModel):
     """Pretrained encoders merged into one classifier/regressor. Build it with [`FusionModel.from_encoders`].
 
     Inputs are ``{name}_{field}`` tensors per modality (``image_pixel_values``, ``audio_input_values``,
     ``audio_attention_mask``, ``text_input_ids``, ``text_attention_mask``, ``sensors_values``...), optionally
-    ``{name}_embeds`` (a precomputed pooled vector that skips the encoder) and ``{name}_mask`` (bool per
-    sample, False = modality missing). A modality absent from the batch is missing for every sample.
+    ``{name}_embeds`` (a precomputed pooled vector that skips the encoder), ``{name}_token_embeds`` /
+    ``{name}_token_mask`` (a precomputed token sequence) and ``{name}_mask`` (bool per sample, False = modality
+    missing). A modality absent from the batch is missing for every sample.
     """
 
     def __init__(self, config: FusionConfig, encoders: Mapping[str, nn.Module] | None = None):
@@ -226,6 +231,7 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
         self.missing_embeddings = nn.ParameterDict()
         self.pooled_dims: dict[str, int] = {}
         dim = config.projection_dim
+        token_level = getattr(FUSION_REGISTRY[config.fusion], "token_level", False)
         for name, spec in config.modalities.items():
             encoder = encoders.get(name)
             if encoder is None:
@@ -236,10 +242,11 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
             self.encoders[name] = encoder
             pooled_dim = _encoder_output_dim(name, spec, encoder)
             self.pooled_dims[name] = pooled_dim
-            if spec.pooling is not None:
+            if spec.pooling is not None and not token_level:
                 self.poolers[name] = POOLING_REGISTRY[spec.pooling](pooled_dim)
             self.projections[name] = nn.Sequential(nn.Linear(pooled_dim, dim), nn.LayerNorm(dim))
-            self.missing_embeddings[name] = nn.Parameter(torch.zeros(dim))
+            if not token_level:  # a token-level fusion gets no token for a missing modality
+                self.missing_embeddings[name] = nn.Parameter(torch.zeros(dim))
         self.fusion = FUSION_REGISTRY[config.fusion](len(config.modalities), dim, config)
         self.head_dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.fusion_hidden_size, config.num_labels)
@@ -385,6 +392,7 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
         aux_loss_weight: float | None = None,
+        output_attentions: bool = False,
         **inputs: Any,
     ) -> FusionModelOutput | tuple:
         r"""Encode, pool and project every modality in the batch, fuse them and classify; with ``labels`` also the
@@ -397,6 +405,7 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
             return_dict (`bool`, *optional*): ``False`` returns a tuple instead of a [`FusionModelOutput`].
             aux_loss_weight (`float`, *optional*): overrides ``config.aux_loss_weight`` for this call (the
                 trainer's schedule uses it).
+            output_attentions (`bool`): token-level fusions also return ``attentions`` maps (no fused kernel).
             **inputs: ``{name}_{field}`` tensors per modality ``name`` (see ``configuration_fusion.KIND_FIELDS``):
 
                 - image: ``{name}_pixel_values`` ``[B, C, H, W]`` float.
@@ -406,7 +415,8 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
                   / ``{name}_position_ids`` ``[B, T]``.
                 - features: ``{name}_values`` ``[B, input_dim]`` float.
                 - any kind: ``{name}_embeds`` ``[B, pooled_dim]`` (a precomputed pooled vector, e.g. from the
-                  embedding cache; skips the encoder) and ``{name}_mask`` ``[B]`` bool (False = the sample lacks
+                  embedding cache; skips the encoder), ``{name}_token_embeds`` ``[B, T, pooled_dim]`` with
+                  ``{name}_token_mask`` ``[B, T]`` (precomputed tokens after ``max_tokens``) and ``{name}_mask`` ``[B]`` bool (False = the sample lacks
                   this modality). A modality absent from the batch is missing for every sample.
 
         Returns:
@@ -428,10 +438,13 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
         batch, batch_size, masks = self._prepare(inputs, labels)
         if self.training and self.config.modality_dropout > 0:
             masks = drop_modalities(masks, self.config.modality_dropout)
-        projected = self._project(batch, masks, batch_size)
-        dtype = functools.reduce(torch.promote_types, [v.dtype for v in projected.values()])
-        embeddings = torch.stack([projected[name].to(dtype) for name in self.config.modalities], dim=1)
-        fused = self.fusion(embeddings, masks)
+        if getattr(self.fusion, "token_level", False):
+            fused, projected = self._fuse_tokens(batch, batch_size, masks, output_attentions)
+        else:
+            projected = self._project(batch, masks, batch_size)
+            dtype = functools.reduce(torch.promote_types, [v.dtype for v in projected.values()])
+            embeddings = torch.stack([projected[name].to(dtype) for name in self.config.modalities], dim=1)
+            fused = self.fusion(embeddings, masks)
         logits = self.classifier(self.head_dropout(fused.fused))
         aux_logits = (
             {name: head(projected[name]) for name, head in self.aux_heads.items()}
@@ -451,5 +464,6 @@ class FusionModel(ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedM
             modality_weights=fused.weights,
             aux_losses=aux_losses,
             modality_mask=masks,
+            attentions=getattr(fused, "attentions", None),
         )
         return output if return_dict is not False else output.to_tuple()

@@ -98,9 +98,11 @@ def train_classifier(
     max_steps: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    loss_fn: Any = torch.nn.functional.cross_entropy,
 ) -> float | None:
     """AdamW with linear warmup + cosine decay, gradient clipping at 1.0; returns the mean loss of the last
-    epoch (``None`` when no step ran). ``max_steps`` caps the number of optimizer steps (smoke tests)."""
+    epoch (``None`` when no step ran). ``max_steps`` caps the number of optimizer steps (smoke tests);
+    ``loss_fn(logits, labels)`` defaults to cross-entropy (``binary_cross_entropy_with_logits`` for multi-label)."""
     rng = np.random.default_rng(seed)
     steps_per_epoch = math.ceil(len(inputs) / batch_size)
     total = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
@@ -115,7 +117,7 @@ def train_classifier(
                 if step >= total:
                     break
                 logits = model(**inputs.batch(indices, rng))
-                loss = torch.nn.functional.cross_entropy(logits, labels[torch.as_tensor(indices)])
+                loss = loss_fn(logits, labels[torch.as_tensor(indices)])
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -41,12 +41,12 @@ DEFAULT_POOLING = {"image": "cls", "audio": "mean", "text": "cls"}
 
 
 def build_image_encoder(
-    image_size: int = 32, hidden_size: int = 64, num_layers: int = 2
+    image_size: int = 32, hidden_size: int = 64, num_layers: int = 2, patch_size: int = 4
 ) -> tuple[ViTModel, ViTImageProcessor]:
-    """A ViT on ``image_size`` RGB images with 4x4 patches (64 tokens + CLS for 32x32)."""
+    """A ViT on ``image_size`` RGB images with ``patch_size`` patches (default 4: 64 tokens + CLS for 32x32)."""
     config = ViTConfig(
         image_size=image_size,
-        patch_size=4,
+        patch_size=patch_size,
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=4,

@@ -1,0 +1,208 @@
+"""Encoder token sequences for token-level fusion: ``max_tokens`` reduction per kind and the model's token path.
+
+``reduce_tokens`` caps a modality's sequence at ``max_tokens`` so that token-level fusion does not become
+quadratic in a long input (a 10 s clip is 500 wav2vec2 frames), each kind in the way that keeps its structure:
+
+- audio: each sample's own valid frames (from its mask) are averaged into ``min(max_tokens, length)`` equal
+  consecutive bins, with a new mask, so a sample alone and in a padded batch give the same tokens;
+- image: the 2-D patch grid (or CNN feature map) is average-pooled to at most ``max_tokens - prefix`` cells
+  (``adaptive_avg_pool2d``), the prefix tokens (CLS, distillation, registers) are kept; a token sequence is read
+  as ``prefix + g*g`` with the largest square ``g*g`` (square patch grids);
+- text (and anything else): the first ``max_tokens`` valid tokens are kept (``[CLS]`` first), wherever padding is.
+
+``TokenSequenceMixin`` gives ``FusionModel`` its token path: ``get_modality_tokens`` (what the embedding cache
+stores) and ``_fuse_tokens`` (projected tokens of every modality into a token-level fusion). Model layer: torch
+only (copied next to the weights for ``trust_remote_code``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from .token_fusion_layers import masked_mean
+
+
+def _first_valid(hidden: torch.Tensor, mask: torch.Tensor, count: torch.Tensor, width: int):
+    """Scatter each row's valid tokens, in order, into ``[B, width, D]`` keeping those of rank < ``count``."""
+    rank = mask.long().cumsum(dim=1) - 1
+    keep = mask & (rank < count.unsqueeze(1))
+    out = hidden.new_zeros(hidden.shape[0], width + 1, hidden.shape[-1])
+    index = torch.where(keep, rank, torch.full_like(rank, width))  # dropped tokens go to a spare slot
+    out = out.scatter(1, index.unsqueeze(-1).expand_as(hidden), hidden)
+    new_mask = torch.arange(width, device=mask.device).unsqueeze(0) < count.unsqueeze(1)
+    return out[:, :width], new_mask
+
+
+def _binned(hidden: torch.Tensor, mask: torch.Tensor, max_tokens: int):
+    """Average each row's valid frames into ``min(max_tokens, length)`` consecutive equal bins."""
+    lengths = mask.long().sum(dim=1)
+    bins = lengths.clamp(max=max_tokens)
+    rank = mask.long().cumsum(dim=1) - 1
+    slot = torch.div(rank * bins.unsqueeze(1), lengths.clamp(min=1).unsqueeze(1), rounding_mode="floor")
+    width = int(bins.max()) if hidden.shape[0] else 0
+    slot = torch.where(mask, slot, torch.full_like(slot, width))
+    sums = hidden.new_zeros(hidden.shape[0], width + 1, hidden.shape[-1])
+    sums = sums.scatter_add(
+        1, slot.unsqueeze(-1).expand_as(hidden), hidden * mask.unsqueeze(-1).to(hidden.dtype)
+    )
+    counts = torch.zeros(hidden.shape[0], width + 1, device=hidden.device, dtype=hidden.dtype)
+    counts = counts.scatter_add(1, slot, mask.to(hidden.dtype))
+    new_mask = torch.arange(width, device=mask.device).unsqueeze(0) < bins.unsqueeze(1)
+    return sums[:, :width] / counts[:, :width].clamp(min=1).unsqueeze(-1), new_mask
+
+
+def _pooled_grid(hidden: torch.Tensor, max_tokens: int, grid: tuple[int, int] | None):
+    """Pool a patch grid to at most ``max_tokens`` tokens (prefix tokens kept); ``grid`` for a CNN map."""
+    if grid is None:
+        side = math.isqrt(hidden.shape[1])
+        prefix, grid = hidden.shape[1] - side * side, (side, side)
+    else:
+        prefix = 0
+    cells = max_tokens - prefix
+    if cells < 1:
+        raise ValueError(
+            f"`max_tokens` {max_tokens} leaves no patch token next to the {prefix} prefix token(s); use more"
+        )
+    if grid[0] * grid[1] <= cells:
+        return hidden
+    side = math.isqrt(cells)
+    target = (min(grid[0], side), min(grid[1], side))
+    patches = hidden[:, prefix:].transpose(1, 2).unflatten(2, grid)  # [B, D, H, W]
+    pooled = F.adaptive_avg_pool2d(patches, target).flatten(2).transpose(1, 2)
+    return torch.cat([hidden[:, :prefix], pooled], dim=1)
+
+
+def reduce_tokens(
+    kind: str,
+    hidden: torch.Tensor,
+    mask: torch.Tensor | None,
+    max_tokens: int | None,
+    grid: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cap a token sequence ``hidden`` ``[B, T, D]`` (mask ``[B, T]``, ``None`` = all real) at ``max_tokens``
+    as the module docstring describes; returns ``(tokens [B, T', D], mask [B, T'] bool)``, ``T' <= max_tokens``
+    (unchanged when ``max_tokens`` is ``None``). ``grid`` = ``(H, W)`` of a flattened CNN feature map."""
+    if mask is None:
+        mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+    mask = mask.bool()
+    if max_tokens is None:
+        return hidden, mask
+    if kind == "image":
+        tokens = _pooled_grid(hidden, max_tokens, grid)
+        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=hidden.device)
+    if kind == "audio":
+        return _binned(hidden, mask, max_tokens)
+    count = mask.long().sum(dim=1).clamp(max=max_tokens)
+    return _first_valid(hidden, mask, count, int(count.max()) if hidden.shape[0] else 0)
+
+
+class TokenSequenceMixin:
+    """``FusionModel``'s token path (see the module docstring)."""
+
+    def _encoder_tokens(
+        self, name: str, fields: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reduced token sequence ``([n, T, hidden], mask [n, T])`` of modality ``name``'s encoder for these rows."""
+        spec = self.config.modalities[name]
+        if spec.kind == "features":
+            vector = self._run_encoder(name, fields)
+            return vector.unsqueeze(1), torch.ones(vector.shape[0], 1, dtype=torch.bool, device=vector.device)
+        if self._needs_unpadded_audio(name, fields):
+            return self._unpadded_audio_tokens(name, fields["input_values"], fields["attention_mask"])
+        hidden, token_mask, _ = self._encoder_hidden(name, fields)
+        grid = None
+        if hidden.dim() == 4:  # CNN feature map [B, C, H, W]
+            grid = tuple(hidden.shape[2:])
+            hidden = hidden.flatten(2).transpose(1, 2)
+        return reduce_tokens(spec.kind, hidden, token_mask, spec.max_tokens, grid)
+
+    def _unpadded_audio_tokens(self, name: str, values: torch.Tensor, attention_mask: torch.Tensor):
+        """Group-norm wav2vec2: encode each distinct length unpadded (as the pooled path does), then pad."""
+        lengths = attention_mask.long().sum(dim=1)
+        parts = {}
+        for length in lengths.unique().tolist():
+            rows = (lengths == length).nonzero().squeeze(1)
+            parts[length] = (rows, *self._encoder_tokens(name, {"input_values": values[rows, :length]}))
+        width = max(tokens.shape[1] for _, tokens, _ in parts.values())
+        first = next(iter(parts.values()))[1]
+        tokens = first.new_zeros(values.shape[0], width, first.shape[-1])
+        mask = torch.zeros(values.shape[0], width, dtype=torch.bool, device=values.device)
+        for rows, part, part_mask in parts.values():
+            tokens[rows, : part.shape[1]] = part
+            mask[rows, : part.shape[1]] = part_mask
+        return tokens, mask
+
+    def _token_states(self, name: str, fields: dict[str, torch.Tensor], present: torch.Tensor):
+        """``(tokens [n_present, T, hidden], mask)`` for the present rows (cached or encoded), or ``None``."""
+        if not bool(present.any()):
+            return None
+        if "token_embeds" in fields:
+            tokens = fields["token_embeds"][present].to(self.projections[name][0].weight.dtype)
+            mask = fields.get("token_mask")
+            mask = (
+                torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device) if mask is None else mask
+            )
+            return tokens, mask[present].bool()
+        inputs = {k: v for k, v in fields.items() if k != "mask"}
+        if not bool(present.all()):
+            inputs = {k: v[present] for k, v in inputs.items()}
+        frozen = not any(p.requires_grad for p in self.encoders[name].parameters())
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            return self._encoder_tokens(name, inputs)
+
+    def get_modality_tokens(self, **inputs: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Token sequences per modality in the batch before projection, after ``max_tokens``:
+        ``name -> (token_embeds [B, T, hidden], token_mask [B, T])`` (what ``{name}_token_embeds`` /
+        ``{name}_token_mask`` take). Rows whose ``{name}_mask`` is False have no real token."""
+        batch, batch_size, masks = self._prepare(inputs, None)
+        result = {}
+        for i, name in enumerate(self.config.modalities):
+            if not set(batch[name]) - {"mask"}:
+                continue
+            present = masks[:, i]
+            states = self._token_states(name, batch[name], present)
+            result[name] = _scatter_rows(states, present, batch_size, self.pooled_dims[name])
+        return result
+
+    def _fuse_tokens(self, batch: dict, batch_size: int, masks: torch.Tensor, output_attentions: bool):
+        """Project every modality's tokens, run the token-level fusion; returns ``(fusion output, name ->
+        [B, D] mean projected token, zeros where the modality is missing)``."""
+        tokens, token_masks, summaries = [], [], {}
+        for i, name in enumerate(self.config.modalities):
+            present = masks[:, i]
+            states = self._token_states(name, batch[name], present)
+            if states is not None:
+                states = (self.projections[name](states[0]), states[1])
+            dim = self.config.projection_dim
+            projected, token_mask = _scatter_rows(states, present, batch_size, dim, masks.device)
+            summaries[name] = masked_mean(projected, token_mask)  # zeros where missing
+            tokens.append(projected)
+            token_masks.append(token_mask)
+        dtype = tokens[0].dtype
+        for t in tokens:
+            dtype = torch.promote_types(dtype, t.dtype)
+        tokens = [t.to(dtype) for t in tokens]
+        return self.fusion(tokens, token_masks, masks, output_attentions=output_attentions), summaries
+
+
+def _scatter_rows(states, present: torch.Tensor, batch_size: int, dim: int, device=None):
+    """Put the present rows' ``(tokens, mask)`` into batch-sized tensors (zeros / False elsewhere)."""
+    if states is None:
+        device = device if device is not None else present.device
+        return torch.zeros(batch_size, 1, dim, device=device), torch.zeros(
+            batch_size, 1, dtype=torch.bool, device=device
+        )
+    tokens, mask = states
+    rows = present.nonzero().squeeze(1)
+    full = tokens.new_zeros(batch_size, *tokens.shape[1:]).index_copy(0, rows, tokens)
+    full_mask = mask.new_zeros(batch_size, mask.shape[1]).index_copy(0, rows, mask)
+    return full, full_mask
+
+
+TOKEN_FIELDS = ("token_embeds", "token_mask")
+"""Batch fields ``{name}_token_embeds`` ``[B, T, hidden]`` / ``{name}_token_mask`` ``[B, T]``: cached tokens."""
