@@ -13,8 +13,9 @@ import torch
 
 
 class ModalityEncodingMixin:
-    """Encoding for [`FusionModel`]: reads ``self.config.modalities``, ``self.encoders``, ``self.poolers``,
-    ``self.projections`` and ``self.missing_embeddings`` (each by modality name)."""
+    """Encoding for [`FusionModel`]: reads ``self.config.modalities``, ``self.encoders``, ``self.adapters`` (each
+    encoder's family adapter, which runs it), ``self.poolers``, ``self.projections`` and
+    ``self.missing_embeddings`` (each by modality name)."""
 
     def _encoder_dtype(self, name: str) -> torch.dtype | None:
         param = next(self.encoders[name].parameters(), None)
@@ -28,35 +29,21 @@ class ModalityEncodingMixin:
         fields = {
             k: v.to(dtype) if v.is_floating_point() and dtype is not None else v for k, v in fields.items()
         }
-        if spec.kind == "features":
-            return encoder(fields["values"])
-        token_mask = None
-        call_fields = dict(fields)
-        if spec.kind == "audio":
-            attention_mask = call_fields.pop("attention_mask", None)
-            if attention_mask is not None and getattr(spec.config, "feat_extract_norm", "layer") == "group":
-                if not bool(attention_mask.all()):
-                    return self._run_unpadded_audio(name, fields["input_values"], attention_mask)
-                attention_mask = None
-            if attention_mask is not None:
-                call_fields["attention_mask"] = attention_mask
-        outputs = encoder(**call_fields, output_hidden_states=spec.layer is not None, return_dict=True)
-        hidden = outputs.last_hidden_state if spec.layer is None else outputs.hidden_states[spec.layer]
-        if hidden.dim() == 4:  # CNN feature map [B, C, H, W] -> tokens [B, H*W, C]
-            hidden = hidden.flatten(2).transpose(1, 2)
-        if spec.kind == "text" and "attention_mask" in fields:
-            token_mask = fields["attention_mask"].bool()
-        elif spec.kind == "audio" and "attention_mask" in call_fields:
-            token_mask = encoder._get_feature_vector_attention_mask(
-                hidden.shape[1], call_fields["attention_mask"]
-            ).bool()
-        return self.poolers[name](hidden, token_mask, getattr(outputs, "pooler_output", None))
+        adapter = self.adapters[name]
+        attention_mask = fields.get("attention_mask")
+        exact_by_unpadding = getattr(adapter, "exact_by_unpadding", False)
+        if exact_by_unpadding and attention_mask is not None and not bool(attention_mask.all()):
+            return self._run_unpadded_audio(name, fields["input_values"], attention_mask)
+        output = adapter.encode(encoder, fields, spec.layer)
+        if spec.pooling is None:
+            return output.hidden
+        return self.poolers[name](output.hidden, output.mask, output.pooler_output)
 
     def _run_unpadded_audio(
         self, name: str, values: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Group-norm wav2vec2 encoders (the ``base`` checkpoints) normalise over the whole padded waveform, so
-        padding changes the result; encode each distinct length unpadded to stay exactly batch-invariant."""
+        """Encoders whose padding leaks into valid frames with no cheaper exact fix (Data2VecAudio,
+        Wav2Vec2-Conformer, SEW: see ``encoder_adapters``): encode each distinct length unpadded."""
         lengths = attention_mask.long().sum(dim=1)
         pooled = None
         for length in lengths.unique().tolist():
