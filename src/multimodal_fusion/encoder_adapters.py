@@ -342,10 +342,8 @@ class PooledVisionAdapter(VisionAdapter):
     pooler_prefixes = ("pooler.", "head.")
 
     def output_dim(self, encoder: nn.Module) -> int:
-        if self.config.model_type in ("swin", "swinv2", "clip_vision_model", "siglip_vision_model"):
-            return int(self.config.hidden_size)
-        if self.config.model_type == "chinese_clip_vision_model":
-            return int(self.config.hidden_size)
+        """The width of the module that makes the pooled output (its last norm / conv / linear layer); config
+        fields differ per family (``hidden_sizes[-1]``, ``hidden_dim``, ``neck_hidden_sizes[-1]``...)."""
         return last_width(encoder)
 
 
