@@ -50,6 +50,11 @@ def _for_modality(value: Any, name: str) -> Any:
     return value.get(name) if isinstance(value, Mapping) else value
 
 
+def _keep_fields(out: Any, wanted: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The sub-processor outputs the encoder takes (its adapter's ``input_fields``), as tensors."""
+    return {field: torch.as_tensor(np.asarray(out[field])) for field in wanted if field in out}
+
+
 class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
     """Turns raw samples into the batch a [`FusionModel`] takes, with each encoder's own pre-processing.
 
@@ -300,11 +305,6 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         self._image_placeholders[name] = pixel_values.shape[1:]
         return {"pixel_values": (pixel_values, 0)}
 
-    def _keep_fields(self, name: str, out: Any, defaults: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        """The sub-processor's outputs the encoder takes (its adapter's fields), as tensors."""
-        wanted = self.modalities[name].get("input_fields") or defaults
-        return {field: torch.as_tensor(np.asarray(out[field])) for field in wanted if field in out}
-
     def _batch_audio(self, name: str, waves: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
         spec = self.modalities[name]
         fields = spec.get("input_fields") or ("input_values", "attention_mask")
@@ -323,7 +323,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             raise ValueError(
                 f"modality '{name}': the feature extractor returned {sorted(out)}; the encoder takes '{fields[0]}'"
             )
-        return {field: (value, 0) for field, value in self._keep_fields(name, out, fields).items()}
+        return {field: (value, 0) for field, value in _keep_fields(out, fields).items()}
 
     def _batch_text(self, name: str, texts: list[str]) -> dict[str, tuple[torch.Tensor, int]]:
         tokenizer = self.processors[name]
@@ -338,15 +338,15 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             return {
                 f: (torch.zeros(0, 1, dtype=torch.long), pad_id if f == "input_ids" else 0) for f in fields
             }
-        call_kwargs = {
-            "padding": True,
-            "truncation": max_length is not None,
-            "max_length": max_length,
-            "return_attention_mask": True,
-            **(self.modalities[name].get("call_kwargs") or {}),
-        }
+        call_kwargs = dict(padding=True, truncation=max_length is not None, max_length=max_length)
+        call_kwargs.update(return_attention_mask=True, **(self.modalities[name].get("call_kwargs") or {}))
         out = tokenizer(texts, return_tensors="pt", **call_kwargs)
-        fields = self._keep_fields(name, out, ("input_ids", "attention_mask", "token_type_ids"))
+        wanted = self.modalities[name].get("input_fields") or (
+            "input_ids",
+            "attention_mask",
+            "token_type_ids",
+        )
+        fields = _keep_fields(out, wanted)
         return {field: (value, pad_id if field == "input_ids" else 0) for field, value in fields.items()}
 
     def _batch_features(self, name: str, vectors: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
