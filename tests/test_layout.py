@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "label_validation": MODEL,
     "model_freezing": MODEL,
     "modality_encoding": MODEL,
+    "encoder_adapters": MODEL,
     "encoder_layout": MODEL,
     "feature_encoder": MODEL,
     "fusion_layers": MODEL,

@@ -128,7 +128,7 @@ def test_dual_encoder_checkpoint_loads_matching_tower(tmp_path):
     torch.manual_seed(0)
     config = T.CLIPConfig(
         text_config={"vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "intermediate_size": 37, "max_position_embeddings": 16},
+                     "intermediate_size": 37, "max_position_embeddings": 16, "eos_token_id": 49},
         vision_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37,
                        "image_size": IMAGE_SIZE, "patch_size": 8},
         projection_dim=16,
@@ -147,12 +147,15 @@ def test_dual_encoder_checkpoint_loads_matching_tower(tmp_path):
         state = model.encoders[name].state_dict()
         for key, value in getattr(clip, prefix).state_dict().items():
             assert torch.equal(state[key], value), key
+    ids = torch.cat([torch.randint(0, 49, (2, 5)), torch.full((2, 1), 49)], dim=1)  # CLIP pools at the EOS
     out = model(
         photo_pixel_values=torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE),
-        caption_input_ids=torch.randint(0, 50, (2, 6)),
+        caption_input_ids=ids,
         caption_attention_mask=torch.ones(2, 6, dtype=torch.long),
     )
     assert out.logits.shape == (2, 3)
+    with pytest.raises(ValueError, match="'caption'.*rows \\[1\\].*end-of-text"):
+        model(caption_input_ids=torch.cat([ids[:1], ids[1:, :5].repeat(1, 2)[:, :6]]))
 
 
 REMOTE_SCRIPT = textwrap.dedent(
@@ -182,6 +185,7 @@ def test_trust_remote_code_reload_in_a_process_without_the_package(four_paths, t
     torch.save(batch, tmp_path / "batch.pt")
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # same thread count: same float summation order
     subprocess.run(
         [sys.executable, str(tmp_path / "remote.py"), str(tmp_path / "ckpt"), str(tmp_path / "batch.pt"),
          str(tmp_path / "out.pt")],

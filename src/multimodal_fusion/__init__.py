@@ -8,6 +8,7 @@ from .configuration_fusion import MODALITY_KINDS, FusionConfig, ModalitySpec
 from .data_collator import FusionDataCollator, labels_to_tensor
 from .data_loading import LoadedDataset, add_length_column, encode_labels, load_fusion_dataset
 from .embedding_cache import cache_embeddings, embedding_fingerprint
+from .encoder_adapters import ENCODER_ADAPTERS, EncoderAdapter, register_adapter
 from .encoder_layout import EncoderLayout
 from .fusion_layers import FUSION_REGISTRY, FusionOutput, register_fusion
 from .hub import push_model_to_hub
@@ -31,12 +32,14 @@ PIPELINE_REGISTRY.register_pipeline(
 )
 
 __all__ = [
+    "ENCODER_ADAPTERS",
     "FUSION_REGISTRY",
     "MODALITY_KINDS",
     "ModalitySpec",
     "POOLING_REGISTRY",
     "ScoringOutput",
     "BadSampleError",
+    "EncoderAdapter",
     "EncoderLayout",
     "FusionConfig",
     "FusedClassificationPipeline",
@@ -54,6 +57,7 @@ __all__ = [
     "labels_to_tensor",
     "load_fusion_dataset",
     "load_encoder",
+    "register_adapter",
     "register_fusion",
     "register_pooling",
     "push_model_to_hub",

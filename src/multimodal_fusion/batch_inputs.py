@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .configuration_fusion import KIND_FIELDS, FusionConfig
+from .configuration_fusion import FusionConfig
+from .encoder_adapters import EncoderAdapter
 from .input_validation import InputLimits, check_values
 
 SPECIAL_FIELDS = ("embeds", "token_embeds", "token_mask", "mask")
@@ -24,12 +25,15 @@ False = modality missing)."""
 CACHED_FIELDS = ("embeds", "token_embeds")
 
 
-def split_inputs(config: FusionConfig, inputs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def split_inputs(
+    config: FusionConfig, inputs: Mapping[str, Any], adapters: Mapping[str, EncoderAdapter]
+) -> dict[str, dict[str, Any]]:
     """Group ``{name}_{field}`` inputs by modality (``None`` values dropped): ``name -> {field: value}`` for every
-    modality of ``config``, in config order.
+    modality of ``config``, in config order. ``adapters`` (name -> encoder adapter) say which fields each
+    modality's encoder takes.
 
     Raises:
-        ValueError: a key that belongs to no modality, a field the modality's kind does not take, both
+        ValueError: a key that belongs to no modality, a field the modality's encoder does not take, both
             ``{name}_embeds`` and encoder inputs, or encoder inputs without the kind's required fields.
     """
     names = sorted(config.modalities, key=len, reverse=True)  # longest first: "image_2" before "image"
@@ -46,7 +50,7 @@ def split_inputs(config: FusionConfig, inputs: Mapping[str, Any]) -> dict[str, d
         batch[owner][key[len(owner) + 1 :]] = value
     for name, fields in batch.items():
         kind = config.modalities[name].kind
-        required, optional = KIND_FIELDS[kind]
+        required, optional = adapters[name].input_fields, adapters[name].optional_fields
         allowed = (*required, *optional, *SPECIAL_FIELDS)
         for field in fields:
             if field not in allowed:
@@ -101,10 +105,12 @@ def check_fields(
     name: str,
     fields: Mapping[str, torch.Tensor],
     pooled_dim: int,
+    adapter: EncoderAdapter,
     limits: InputLimits | None = None,
 ) -> None:
     """Check the shapes and values of modality ``name``'s fields (``pooled_dim``: its encoder's output width;
-    ``limits``: its encoder's value limits, see ``input_validation``).
+    ``adapter``: its encoder family, which checks the encoder inputs' shapes; ``limits``: its encoder's value
+    limits, see ``input_validation``).
 
     Raises:
         ValueError: naming the modality, the field, the expected shape and the shape given; or a bad value
@@ -128,27 +134,7 @@ def check_fields(
         fail("token_mask", f"[batch, tokens] = {tuple(tokens.shape[:2])}", fields["token_mask"])
     if "mask" in fields and fields["mask"].dim() != 1:
         fail("mask", "[batch] booleans (False = modality missing)", fields["mask"])
-    if kind == "image" and "pixel_values" in fields:
-        channels = getattr(spec.config, "num_channels", None) or 3
-        value = fields["pixel_values"]
-        if value.dim() != 4 or value.shape[1] != channels:
-            fail("pixel_values", f"[batch, {channels}, height, width]", value)
-    elif kind == "audio" and "input_values" in fields:
-        value = fields["input_values"]
-        if value.dim() != 2:
-            fail("input_values", "[batch, samples] (mono waveform)", value)
-    elif kind == "text" and "input_ids" in fields:
-        value = fields["input_ids"]
-        if value.dim() != 2 or value.is_floating_point():
-            fail("input_ids", "[batch, tokens] integer token ids", value)
-    elif kind == "features" and "values" in fields:
-        value = fields["values"]
-        if value.dim() != 2 or value.shape[1] != spec.input_dim:
-            fail("values", f"[batch, {spec.input_dim}] floats", value)
-    main = KIND_FIELDS[kind][0][0]
-    for field in ("attention_mask", "token_type_ids"):
-        if field in fields and main in fields and fields[field].shape != fields[main].shape:
-            fail(field, f"the shape of '{name}_{main}' {tuple(fields[main].shape)}", fields[field])
+    adapter.check_fields(name, dict(fields))
     check_values(name, kind, dict(fields), limits or InputLimits())
 
 

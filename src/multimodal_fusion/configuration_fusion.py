@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from transformers import CONFIG_MAPPING, MODEL_MAPPING, PretrainedConfig
+from transformers import CONFIG_MAPPING, PretrainedConfig
 
+from .encoder_adapters import adapter_class_for, tower_config
+from .encoder_adapters import infer_kind as adapter_infer_kind
 from .pooling_layers import POOLING_REGISTRY
 from .token_fusion_layers import FUSION_REGISTRY  # the registry, with the token-level fusions registered
 
@@ -25,10 +27,8 @@ KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "text": (("input_ids",), ("attention_mask", "token_type_ids", "position_ids")),
     "features": (("values",), ()),
 }
-"""Per kind: (required, optional) batch fields, each prefixed ``{name}_`` in the batch."""
-
-_INPUT_NAME_TO_KIND = {"pixel_values": "image", "input_values": "audio", "input_ids": "text"}
-_TOWER_KEYS = {"image": "vision_config", "text": "text_config", "audio": "audio_config"}
+"""Per kind: the generic (required, optional) batch fields, each prefixed ``{name}_`` in the batch; an encoder
+family's own fields come from its adapter (``encoder_adapters``, e.g. Whisper's ``input_features``)."""
 
 
 def _resolve_encoder_config(name: str, value: Any) -> PretrainedConfig | None:
@@ -52,26 +52,17 @@ def _resolve_encoder_config(name: str, value: Any) -> PretrainedConfig | None:
 
 def encoder_tower_config(kind: str, config: PretrainedConfig) -> PretrainedConfig:
     """Return the tower of a dual-encoder config (CLIP, SigLIP, CLAP) that matches ``kind``, else ``config``."""
-    tower = getattr(config, _TOWER_KEYS.get(kind, "_"), None)
-    return tower if isinstance(tower, PretrainedConfig) else config
-
-
-def _main_input_kind(config: PretrainedConfig) -> str | None:
-    if config.model_type == "timm_wrapper":
-        return "image"
-    try:
-        model_class = MODEL_MAPPING[type(config)]
-    except KeyError:
-        return None
-    return _INPUT_NAME_TO_KIND.get(getattr(model_class, "main_input_name", None))
+    return tower_config(kind, config)
 
 
 def infer_kind(name: str, config: PretrainedConfig) -> str:
-    """Infer a modality's kind from its encoder's main input (pixel_values / input_values / input_ids)."""
-    kind = _main_input_kind(config)
-    if kind is None or any(
-        isinstance(getattr(config, k, None), PretrainedConfig) for k in _TOWER_KEYS.values()
-    ):
+    """Infer a modality's kind from its encoder family (see ``encoder_adapters``).
+
+    Raises:
+        ValueError: naming the modality, for a dual-encoder config (ambiguous) or an unknown family.
+    """
+    kind = adapter_infer_kind(config)
+    if kind is None:
         raise ValueError(
             f"modality '{name}': cannot infer `kind` from encoder type '{config.model_type}'; "
             f"give `kind` explicitly (one of {MODALITY_KINDS})"
@@ -80,15 +71,8 @@ def infer_kind(name: str, config: PretrainedConfig) -> str:
 
 
 def default_pooling(kind: str, config: PretrainedConfig | None) -> str | None:
-    """Default pooling per kind: CLS token for text and ViT-like images, the encoder's own pooling for CNN/timm
-    image models (no CLS token), and a mask-aware mean over frames for audio."""
-    if kind == "features":
-        return None
-    if kind == "audio":
-        return "mean"
-    if kind == "image" and (config.model_type == "timm_wrapper" or not hasattr(config, "hidden_size")):
-        return "pooler"
-    return "cls"
+    """The encoder family's default pooling (``cls``, ``last``, ``mean`` or its own ``pooler``)."""
+    return adapter_class_for(config, kind).default_pooling
 
 
 def check_trainable_layers(name: str, value: Any) -> int | str:
@@ -142,6 +126,7 @@ class ModalitySpec:
     train_feature_encoder: bool = False
     input_dim: int | None = None
     hidden_sizes: list[int] | None = None
+    interpolate_pos_encoding: bool | None = None
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -228,6 +213,8 @@ class ModalitySpec:
             raise ValueError(
                 f"modality '{name}': pooling 'pooler' reads the final output; it cannot use `layer`"
             )
+        if self.interpolate_pos_encoding not in (None, True, False):
+            raise ValueError(f"modality '{name}': `interpolate_pos_encoding` must be true, false or null")
         if self.layer is not None and self.config.model_type == "timm_wrapper":
             raise ValueError(f"modality '{name}': `layer` is not supported for timm encoders; leave it None")
 
@@ -299,8 +286,12 @@ class FusionConfig(PretrainedConfig):
               config (CLIP, SigLIP, CLAP) is reduced to the tower matching ``kind``.
             - ``kind``: ``image`` | ``audio`` | ``text`` | ``features``; inferred from the encoder when absent.
             - ``path``: where the encoder was loaded from (Hub id or folder), for the record and the processor.
-            - ``pooling``: ``cls`` | ``mean`` | ``pooler`` | ``attention`` (all mask-aware). Default: ``cls``
-              for text and ViT-like images, ``pooler`` for CNN/timm images, ``mean`` for audio.
+            - ``pooling``: ``cls`` | ``mean`` | ``last`` | ``pooler`` | ``attention`` (all mask-aware). Default:
+              the encoder family's (``encoder_adapters``): ``cls`` for BERT/ViT-like, ``last`` for decoder-only
+              LMs, the family's own ``pooler`` (CLIP/SigLIP, Swin, ConvNeXt, timm, AST, CLAP), ``mean`` for
+              wav2vec2/Whisper audio and encoder-decoder text.
+            - ``interpolate_pos_encoding``: ViT-like encoders interpolate position embeddings (``None``:
+              automatically when the image size differs from the checkpoint's).
             - ``layer``: index into the encoder's ``hidden_states`` to pool (0 = embeddings); ``None`` = the
               encoder's final output.
             - ``max_tokens``: cap on the tokens the encoder hands over (token-level fusions, and before pooling):

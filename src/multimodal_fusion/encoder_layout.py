@@ -91,8 +91,18 @@ def _timm_groups(timm_model: nn.Module, prefix: str) -> tuple[list[str], list[li
     return embeddings, blocks, final
 
 
-def encoder_layout(encoder: nn.Module, pooling: str | None, layer: int | None = None) -> EncoderLayout:
-    """Describe ``encoder``'s parameters; ``pooling`` and ``layer`` decide which parts are unused."""
+def encoder_layout(
+    encoder: nn.Module,
+    pooling: str | None,
+    layer: int | None = None,
+    pooler_prefixes: tuple[str, ...] = ("pooler.",),
+    block_list: str | None = None,
+    unused_prefixes: tuple[str, ...] = (),
+) -> EncoderLayout:
+    """Describe ``encoder``'s parameters; ``pooling`` and ``layer`` decide which parts are unused.
+    ``pooler_prefixes`` name the family's pooling head, ``block_list`` the module list of its blocks (found
+    as the largest homogeneous ``ModuleList`` when ``None``), ``unused_prefixes`` parameters that are never on
+    the forward path (frozen)."""
     names = [n for n, _ in encoder.named_parameters()]
     layout = EncoderLayout()
     timm_model = getattr(encoder, "timm_model", None)
@@ -108,8 +118,8 @@ def encoder_layout(encoder: nn.Module, pooling: str | None, layer: int | None = 
     if not names:
         return layout
     layout.feature_encoder = [n for n in names if n.startswith(FEATURE_ENCODER_PREFIXES)]
-    layout.pooler = [n for n in names if n.startswith("pooler.")]
-    block_list = _block_module_list(encoder, FEATURE_ENCODER_PREFIXES)
+    layout.pooler = [n for n in names if n.startswith(tuple(pooler_prefixes))]
+    block_list = block_list or _block_module_list(encoder, FEATURE_ENCODER_PREFIXES)
     index_of = {n: i for i, n in enumerate(names)}
     if block_list is not None:
         count = len(encoder.get_submodule(block_list))
@@ -125,6 +135,7 @@ def encoder_layout(encoder: nn.Module, pooling: str | None, layer: int | None = 
     if pooling != "pooler":
         layout.unused += layout.pooler
         layout.pooler = []
+    layout.unused += [n for n in names if unused_prefixes and n.startswith(tuple(unused_prefixes))]
     if layer is not None and layout.blocks:
         depth = layer if layer >= 0 else len(layout.blocks) + 1 + layer
         if not 0 <= depth <= len(layout.blocks):

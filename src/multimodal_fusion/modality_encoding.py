@@ -13,68 +13,48 @@ import torch
 
 
 class ModalityEncodingMixin:
-    """Encoding for [`FusionModel`]: reads ``self.config.modalities``, ``self.encoders``, ``self.poolers``,
-    ``self.projections`` and ``self.missing_embeddings`` (each by modality name)."""
+    """Encoding for [`FusionModel`]: reads ``self.config.modalities``, ``self.encoders``, ``self.adapters`` (each
+    encoder's family adapter, which runs it), ``self.poolers``, ``self.projections`` and
+    ``self.missing_embeddings`` (each by modality name)."""
 
     def _encoder_dtype(self, name: str) -> torch.dtype | None:
         param = next(self.encoders[name].parameters(), None)
         return param.dtype if param is not None else None
 
     def _needs_unpadded_audio(self, name: str, fields: dict[str, torch.Tensor]) -> bool:
-        spec = self.config.modalities[name]
+        """Whether this padded batch must be encoded length by length (adapters marked ``exact_by_unpadding``)."""
         mask = fields.get("attention_mask")
-        return (
-            spec.kind == "audio"
-            and mask is not None
-            and getattr(spec.config, "feat_extract_norm", "layer") == "group"
-            and not bool(mask.all())
-        )
+        exact_by_unpadding = getattr(self.adapters[name], "exact_by_unpadding", False)
+        return exact_by_unpadding and mask is not None and not bool(mask.all())
 
     def _encoder_hidden(self, name: str, fields: dict[str, torch.Tensor]):
-        """``(hidden [n, T, H] or a CNN map [n, C, h, w], token mask [n, T] or None, pooler_output)`` of
-        modality ``name``'s encoder at the spec's ``layer``."""
+        """The family adapter's ``EncoderOutput`` (hidden ``[n, T, H]``, token mask, ``pooler_output``, CNN
+        ``grid``) of modality ``name``'s encoder at the spec's ``layer``, inputs cast to the encoder's dtype."""
         spec = self.config.modalities[name]
-        encoder = self.encoders[name]
         dtype = self._encoder_dtype(name)
         fields = {
             k: v.to(dtype) if v.is_floating_point() and dtype is not None else v for k, v in fields.items()
         }
-        token_mask = None
-        call_fields = dict(fields)
-        if spec.kind == "audio" and getattr(spec.config, "feat_extract_norm", "layer") == "group":
-            call_fields.pop("attention_mask", None)  # all ones here (see _needs_unpadded_audio)
-        outputs = encoder(**call_fields, output_hidden_states=spec.layer is not None, return_dict=True)
-        hidden = outputs.last_hidden_state if spec.layer is None else outputs.hidden_states[spec.layer]
-        if spec.kind == "text" and "attention_mask" in fields:
-            token_mask = fields["attention_mask"].bool()
-        elif spec.kind == "audio" and "attention_mask" in call_fields:
-            token_mask = encoder._get_feature_vector_attention_mask(
-                hidden.shape[1], call_fields["attention_mask"]
-            ).bool()
-        return hidden, token_mask, getattr(outputs, "pooler_output", None)
+        return self.adapters[name].encode(self.encoders[name], fields, spec.layer)
 
     def _run_encoder(self, name: str, fields: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled output ``[n, pooled_dim]`` of modality ``name``'s encoder for these rows (pooling the
         ``max_tokens``-reduced sequence when the spec sets one)."""
         spec = self.config.modalities[name]
-        if spec.kind == "features":
-            dtype = self._encoder_dtype(name)
-            values = fields["values"]
-            return self.encoders[name](values.to(dtype) if dtype is not None else values)
         if self._needs_unpadded_audio(name, fields):
             return self._run_unpadded_audio(name, fields["input_values"], fields["attention_mask"])
-        if spec.max_tokens is not None and spec.pooling != "pooler":
+        if spec.max_tokens is not None and spec.pooling not in (None, "pooler"):
             return self.poolers[name](*self._encoder_tokens(name, fields))
-        hidden, token_mask, pooler_output = self._encoder_hidden(name, fields)
-        if hidden.dim() == 4:  # CNN feature map [B, C, H, W] -> tokens [B, H*W, C]
-            hidden = hidden.flatten(2).transpose(1, 2)
-        return self.poolers[name](hidden, token_mask, pooler_output)
+        output = self._encoder_hidden(name, fields)
+        if spec.pooling is None:
+            return output.hidden
+        return self.poolers[name](output.hidden, output.mask, output.pooler_output)
 
     def _run_unpadded_audio(
         self, name: str, values: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Group-norm wav2vec2 encoders (the ``base`` checkpoints) normalise over the whole padded waveform, so
-        padding changes the result; encode each distinct length unpadded to stay exactly batch-invariant."""
+        """Encoders whose padding leaks into valid frames with no cheaper exact fix (Data2VecAudio,
+        Wav2Vec2-Conformer, SEW: see ``encoder_adapters``): encode each distinct length unpadded."""
         lengths = attention_mask.long().sum(dim=1)
         pooled = None
         for length in lengths.unique().tolist():

@@ -16,7 +16,7 @@ from .feature_encoder import FeatureEncoder
 
 class EncoderFreezingMixin:
     """``trainable_layers`` for [`FusionModel`]: reads ``self.config.modalities`` and ``self.encoders`` (a
-    ``ModuleDict`` by modality name) and caches each encoder's layout in ``self._layouts``."""
+    ``ModuleDict`` by modality name) and ``self.adapters`` (each encoder's family adapter), and caches each encoder's layout in ``self._layouts``."""
 
     def encoder_layout(self, name: str) -> EncoderLayout:
         """Parameter names of modality ``name``'s encoder grouped into embeddings, blocks, final norm..."""
@@ -27,7 +27,15 @@ class EncoderFreezingMixin:
                 names = [n for n, _ in encoder.named_parameters()]
                 self._layouts[name] = EncoderLayout(blocks=[names])
             else:
-                self._layouts[name] = encoder_layout(encoder, spec.pooling, spec.layer)
+                adapter = self.adapters[name]
+                self._layouts[name] = encoder_layout(
+                    encoder,
+                    spec.pooling,
+                    spec.layer,
+                    pooler_prefixes=adapter.pooler_prefixes,
+                    block_list=adapter.block_list(encoder),
+                    unused_prefixes=adapter.unused_weights(encoder),
+                )
         return self._layouts[name]
 
     def encoder_blocks(self, name: str) -> list[nn.Module]:

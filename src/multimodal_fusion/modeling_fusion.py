@@ -17,21 +17,14 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .batch_inputs import batch_size_of, check_fields, drop_modalities, presence, split_inputs
-from .configuration_fusion import (
-    KIND_FIELDS,
-    FusionConfig,
-    ModalitySpec,
-    default_pooling,
-    encoder_tower_config,
-    infer_kind,
-)
+from .configuration_fusion import FusionConfig, encoder_tower_config, infer_kind
+from .encoder_adapters import EncoderAdapter, adapter_class_for, adapter_for
 from .encoder_layout import EncoderLayout
-from .feature_encoder import FeatureEncoder
 from .fusion_layers import FUSION_REGISTRY
 from .input_validation import InputLimits, input_limits
 from .label_validation import IGNORE_INDEX, check_labels
@@ -40,6 +33,8 @@ from .modality_encoding import ModalityEncodingMixin
 from .model_freezing import EncoderFreezingMixin
 from .pooling_layers import POOLING_REGISTRY
 from .token_sequences import TokenSequenceMixin
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -128,10 +123,15 @@ def fusion_loss(
 def load_encoder(
     name: str, path: str, kind: str | None = None, pooling: str | None = None, **kwargs: Any
 ) -> tuple[PreTrainedModel, str]:
-    """Load the encoder of modality ``name`` from a Hub id or folder with the transformers Auto classes.
+    """Load the encoder of modality ``name`` from a Hub id or folder, as its family's adapter says.
 
-    timm checkpoints load through transformers' timm wrapper; a dual-encoder checkpoint (CLIP, SigLIP, CLAP)
-    loads only the tower matching ``kind``. Returns ``(model, kind)``.
+    timm checkpoints load through transformers' timm wrapper; a dual-encoder checkpoint (CLIP, SigLIP, CLAP,
+    ALIGN, Chinese-CLIP) loads only the tower matching ``kind``; an encoder-decoder checkpoint (T5, BART,
+    Whisper) only its encoder. Returns ``(model, kind)``.
+
+    Raises:
+        ValueError: naming the modality and the keys, when a weight on the forward path (of ``pooling``) is
+            missing from the checkpoint (it would be random).
     """
     hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
     try:
@@ -144,36 +144,12 @@ def load_encoder(
         config.model_args.pop("num_classes", None)  # timm's save_for_hf writes it; the wrapper passes its own
     kind = kind or infer_kind(name, config)
     tower = encoder_tower_config(kind, config)
+    adapter = adapter_class_for(tower, kind)(tower)
+    pooling = pooling or adapter.default_pooling
     # a pooler the modality never runs may be absent from the checkpoint: no LOAD REPORT for that alone
-    unused_pooler = (pooling or default_pooling(kind, tower)) != "pooler"
-    with expected_missing_keys() if unused_pooler else contextlib.nullcontext():
-        if tower is config:
-            model = AutoModel.from_pretrained(path, config=config, **kwargs)
-        else:
-            model = MODEL_MAPPING[type(tower)].from_pretrained(path, config=tower, **kwargs)
+    with expected_missing_keys() if pooling != "pooler" else contextlib.nullcontext():
+        model = adapter.load(name, path, config, pooling, **kwargs)
     return model, kind
-
-
-def _encoder_output_dim(name: str, spec: ModalitySpec, encoder: nn.Module) -> int:
-    if isinstance(encoder, FeatureEncoder):
-        return encoder.output_dim
-    if hasattr(encoder, "timm_model"):
-        return encoder.timm_model.num_features
-    config = spec.config
-    if getattr(config, "hidden_size", None):
-        return config.hidden_size
-    if getattr(config, "hidden_sizes", None):
-        return config.hidden_sizes[-1]
-    raise ValueError(f"modality '{name}': cannot tell the output size of encoder type '{config.model_type}'")
-
-
-def _build_encoder(spec: ModalitySpec) -> nn.Module:
-    if spec.kind == "features":
-        return FeatureEncoder(spec.input_dim, spec.hidden_sizes)
-    config = spec.config
-    if type(config) in MODEL_MAPPING:
-        return MODEL_MAPPING[type(config)]._from_config(config)
-    return AutoModel.from_config(config)
 
 
 class FusionPreTrainedModel(PreTrainedModel):
@@ -230,17 +206,23 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         self.projections = nn.ModuleDict()
         self.missing_embeddings = nn.ParameterDict()
         self.pooled_dims: dict[str, int] = {}
+        self.adapters: dict[str, EncoderAdapter] = {}
         dim = config.projection_dim
         token_level = getattr(FUSION_REGISTRY[config.fusion], "token_level", False)
         for name, spec in config.modalities.items():
+            adapter = self.adapters[name] = adapter_for(spec)
             encoder = encoders.get(name)
             if encoder is None:
-                encoder = _build_encoder(spec)
+                encoder = adapter.build()
             elif spec.config is not None:
                 spec.config._attn_implementation_internal = encoder.config._attn_implementation
                 encoder.config = spec.config
+            adapter.attach(encoder)
             self.encoders[name] = encoder
-            pooled_dim = _encoder_output_dim(name, spec, encoder)
+            try:
+                pooled_dim = adapter.output_dim(encoder)
+            except ValueError as error:
+                raise ValueError(f"modality '{name}': {error}") from None
             self.pooled_dims[name] = pooled_dim
             if spec.pooling is not None and not token_level:
                 self.poolers[name] = POOLING_REGISTRY[spec.pooling](pooled_dim)
@@ -258,9 +240,14 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         self._layouts: dict[str, EncoderLayout] = {}
         self._input_limits: dict[str, InputLimits] = {}
         first = next(iter(config.modalities))
-        self.main_input_name = f"{first}_{KIND_FIELDS[config.modalities[first].kind][0][0]}"
+        self.main_input_name = f"{first}_{self.adapters[first].input_fields[0]}"
         self.post_init()
         self.apply_trainable_layers()
+
+    def post_init(self) -> None:
+        super().post_init()
+        # Ties inside nested encoders (T5EncoderModel's shared / embed_tokens) are otherwise lost on reload.
+        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
 
     # ------------------------------------------------------------------ construction and loading
     @classmethod
@@ -342,15 +329,30 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             return super().push_to_hub(repo_id, **kwargs)
         return uploader(self, repo_id, **kwargs)
 
-    def _set_gradient_checkpointing(self, enable: bool = True, *args: Any, **kwargs: Any) -> None:
-        timm_encoders = [e.timm_model for e in self.encoders.values() if hasattr(e, "timm_model")]
-        for timm_model in timm_encoders:
-            timm_model.set_grad_checkpointing(enable)
-        try:
-            super()._set_gradient_checkpointing(enable, *args, **kwargs)
-        except ValueError:
-            if not timm_encoders:
-                raise
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Any = None, every_n_layers: int = 1
+    ) -> None:
+        """Activation checkpointing per encoder, as its adapter says (transformers layers or timm); a warning
+        names each modality whose encoder has none. With reentrant checkpointing the encoders' input embeddings
+        are made to require grad, so trainable blocks above frozen embeddings still get gradients; an encoder
+        where that is impossible is refused with an error."""
+        func = gradient_checkpointing_func or torch.utils.checkpoint.checkpoint
+        reentrant = bool(getattr(func, "keywords", {}).get("use_reentrant", False))
+        enabled = []
+        for name, encoder in self.encoders.items():
+            if self.adapters[name].set_checkpointing(encoder, enable, func, every_n_layers):
+                enabled.append(name)
+                if enable and reentrant:
+                    _require_input_grads(name, encoder)
+            elif enable and self.config.modalities[name].kind != "features":
+                logger.warning(
+                    f"modality '{name}': the {type(encoder).__name__} encoder does not support activation "
+                    "checkpointing; it runs without it"
+                )
+        if enable and not enabled:
+            raise ValueError(
+                f"no encoder of modalities {self.config.modality_names} supports activation checkpointing"
+            )
 
     def _limits(self, name: str) -> InputLimits:
         """Modality ``name``'s value limits (vocabulary, positions, receptive field), read once from its encoder."""
@@ -361,11 +363,13 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
 
     def _prepare(self, inputs: dict[str, Any], labels: torch.Tensor | None):
         """Split and validate the batch (see ``batch_inputs``): ``(fields per modality, B, masks [B, M])``."""
-        batch = split_inputs(self.config, inputs)
+        batch = split_inputs(self.config, inputs, self.adapters)
         batch_size = batch_size_of(self.config, batch, labels)
         device = self.classifier.weight.device
         for name, fields in batch.items():
-            check_fields(self.config, name, fields, self.pooled_dims[name], self._limits(name))
+            check_fields(
+                self.config, name, fields, self.pooled_dims[name], self.adapters[name], self._limits(name)
+            )
         masks = torch.stack(
             [presence(name, batch[name], batch_size, device) for name in self.config.modalities], dim=1
         )
@@ -406,7 +410,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             aux_loss_weight (`float`, *optional*): overrides ``config.aux_loss_weight`` for this call (the
                 trainer's schedule uses it).
             output_attentions (`bool`): token-level fusions also return ``attentions`` maps (no fused kernel).
-            **inputs: ``{name}_{field}`` tensors per modality ``name`` (see ``configuration_fusion.KIND_FIELDS``):
+            **inputs: ``{name}_{field}`` tensors per modality ``name`` (each family's fields: ``encoder_adapters``):
 
                 - image: ``{name}_pixel_values`` ``[B, C, H, W]`` float.
                 - audio: ``{name}_input_values`` ``[B, samples]`` float (mono, at the feature extractor's rate),
@@ -467,3 +471,23 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             attentions=getattr(fused, "attentions", None),
         )
         return output if return_dict is not False else output.to_tuple()
+
+
+def _require_input_grads(name: str, encoder: nn.Module) -> None:
+    """Make the encoder's input embeddings require grad (reentrant checkpointing gives no gradient to the
+    blocks of a segment whose inputs do not).
+
+    Raises:
+        ValueError: naming the modality, where the encoder has no input embeddings to hook.
+    """
+    try:
+        embeddings = encoder.get_input_embeddings()
+    except (NotImplementedError, AttributeError):
+        embeddings = None
+    if embeddings is None or not hasattr(embeddings, "register_forward_hook"):
+        raise ValueError(
+            f"modality '{name}': reentrant activation checkpointing would give no gradient to trainable blocks "
+            f"of the {type(encoder).__name__} encoder above frozen inputs; use "
+            "`activation_checkpointing_kwargs={'use_reentrant': False}` (the default)"
+        )
+    embeddings.register_forward_hook(lambda module, args, output: output.requires_grad_(True))

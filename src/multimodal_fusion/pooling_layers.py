@@ -25,9 +25,13 @@ def register_pooling(name: str):
     return wrap
 
 
+def _batch_index(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index.to(hidden.device)]
+
+
 @register_pooling("cls")
 class ClsPooling(nn.Module):
-    """The first token (``[CLS]`` in BERT, the class token in ViT)."""
+    """The first *valid* token (``[CLS]`` in BERT, the class token in ViT), so left padding is safe."""
 
     def __init__(self, hidden_size: int):
         super().__init__()
@@ -35,7 +39,26 @@ class ClsPooling(nn.Module):
     def forward(
         self, hidden: torch.Tensor, mask: torch.Tensor | None = None, pooler_output=None
     ) -> torch.Tensor:
-        return hidden[:, 0]
+        if mask is None:
+            return hidden[:, 0]
+        return _batch_index(hidden, mask.int().argmax(dim=1))  # argmax returns the first maximum
+
+
+@register_pooling("last")
+class LastTokenPooling(nn.Module):
+    """The last valid token, for either padding side: decoder-only LMs (GPT-2, Llama, Qwen2...), whose causal
+    attention puts the whole text only into the last position. ``mask`` ``[B, T]`` True = real token."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor | None = None, pooler_output=None
+    ) -> torch.Tensor:
+        if mask is None:
+            return hidden[:, -1]
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        return _batch_index(hidden, (mask.long() * (positions + 1)).argmax(dim=1))
 
 
 @register_pooling("mean")

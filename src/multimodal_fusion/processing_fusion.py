@@ -50,6 +50,11 @@ def _for_modality(value: Any, name: str) -> Any:
     return value.get(name) if isinstance(value, Mapping) else value
 
 
+def _keep_fields(out: Any, wanted: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The sub-processor outputs the encoder takes (its adapter's ``input_fields``), as tensors."""
+    return {field: torch.as_tensor(np.asarray(out[field])) for field in wanted if field in out}
+
+
 class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
     """Turns raw samples into the batch a [`FusionModel`] takes, with each encoder's own pre-processing.
 
@@ -122,8 +127,10 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         """Batch keys this processor can produce (``{name}_mask`` appears only when a sample is missing)."""
         names = []
         for name, spec in self.modalities.items():
-            required, optional = KIND_FIELDS[spec["kind"]]
-            names.extend(f"{name}_{field}" for field in (*required, *optional) if field != "position_ids")
+            fields = spec.get("input_fields") or [
+                f for f in sum(KIND_FIELDS[spec["kind"]], ()) if f != "position_ids"
+            ]
+            names.extend(f"{name}_{field}" for field in fields if field != "position_ids")
             names.append(f"{name}_mask")
         return names
 
@@ -299,24 +306,24 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         return {"pixel_values": (pixel_values, 0)}
 
     def _batch_audio(self, name: str, waves: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
+        spec = self.modalities[name]
+        fields = spec.get("input_fields") or ("input_values", "attention_mask")
         if not waves:
+            if fields[0] != "input_values":
+                return {}
             return {
                 "input_values": (torch.zeros(0, 1), 0),
                 "attention_mask": (torch.zeros(0, 1, dtype=torch.int32), 0),
             }
+        call_kwargs = spec.get("call_kwargs") or {"padding": True, "return_attention_mask": True}
         out = self.processors[name](
-            waves,
-            sampling_rate=self.modalities[name]["sampling_rate"],
-            padding=True,
-            return_attention_mask=True,
-            return_tensors="pt",
+            waves, sampling_rate=spec["sampling_rate"], return_tensors="pt", **call_kwargs
         )
-        if "input_values" not in out:
+        if fields[0] not in out:
             raise ValueError(
-                f"modality '{name}': the feature extractor returned {sorted(out)}; the audio encoders this package "
-                "supports (wav2vec2 family) take raw `input_values`"
+                f"modality '{name}': the feature extractor returned {sorted(out)}; the encoder takes '{fields[0]}'"
             )
-        return {"input_values": (out["input_values"], 0), "attention_mask": (out["attention_mask"], 0)}
+        return {field: (value, 0) for field, value in _keep_fields(out, fields).items()}
 
     def _batch_text(self, name: str, texts: list[str]) -> dict[str, tuple[torch.Tensor, int]]:
         tokenizer = self.processors[name]
@@ -326,22 +333,21 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             fields = ["input_ids", "attention_mask"]
             if "token_type_ids" in tokenizer.model_input_names:
                 fields.append("token_type_ids")
+            wanted = self.modalities[name].get("input_fields") or fields
+            fields = [f for f in fields if f in wanted]
             return {
                 f: (torch.zeros(0, 1, dtype=torch.long), pad_id if f == "input_ids" else 0) for f in fields
             }
-        out = tokenizer(
-            texts,
-            padding=True,
-            truncation=max_length is not None,
-            max_length=max_length,
-            return_attention_mask=True,
-            return_tensors="pt",
+        call_kwargs = dict(padding=True, truncation=max_length is not None, max_length=max_length)
+        call_kwargs.update(return_attention_mask=True, **(self.modalities[name].get("call_kwargs") or {}))
+        out = tokenizer(texts, return_tensors="pt", **call_kwargs)
+        wanted = self.modalities[name].get("input_fields") or (
+            "input_ids",
+            "attention_mask",
+            "token_type_ids",
         )
-        return {
-            field: (out[field], pad_id if field == "input_ids" else 0)
-            for field in ("input_ids", "attention_mask", "token_type_ids")
-            if field in out
-        }
+        fields = _keep_fields(out, wanted)
+        return {field: (value, pad_id if field == "input_ids" else 0) for field, value in fields.items()}
 
     def _batch_features(self, name: str, vectors: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
         dim = self.modalities[name]["input_dim"]

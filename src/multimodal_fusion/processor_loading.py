@@ -21,7 +21,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.feature_extraction_utils import FeatureExtractionMixin
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
-from transformers.utils import PROCESSOR_NAME, cached_file
+from transformers.utils import PROCESSOR_NAME, cached_file, logging
 
 from .configuration_fusion import (
     MODALITY_KINDS,
@@ -31,8 +31,11 @@ from .configuration_fusion import (
     infer_kind,
     resolve_kind,
 )
+from .encoder_adapters import adapter_class_for
 from .image_decoding import normalize_input_data_format
 from .input_validation import max_text_positions, min_audio_samples
+
+logger = logging.get_logger(__name__)
 
 HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only")
 """``from_pretrained`` arguments forwarded to every sub-processor (where to find the files)."""
@@ -84,8 +87,11 @@ PROCESSOR_SPEC_KEYS = (
     "input_dim",
     "timm",
     "input_data_format",
+    "input_fields",
+    "call_kwargs",
 )
-"""Saved per-modality fields of ``processor_config.json``."""
+"""Saved per-modality fields of ``processor_config.json`` (``input_fields`` and ``call_kwargs``: the encoder
+family's batch fields and sub-processor call settings, from its adapter)."""
 
 
 def kind_of_processor(processor: Any) -> str | None:
@@ -122,6 +128,9 @@ def normalize_processor_spec(name: str, spec: Any) -> tuple[dict[str, Any], Any]
             f"{MODALITY_KINDS}) and a processor (image processor, feature extractor or tokenizer)"
         )
     out: dict[str, Any] = {"kind": kind, "path": spec.get("path")}
+    for key in ("input_fields", "call_kwargs"):  # the encoder family's fields and sub-processor settings
+        if spec.get(key) is not None:
+            out[key] = list(spec[key]) if key == "input_fields" else dict(spec[key])
     if kind == "features":
         out["input_dim"] = check_input_dim(name, spec.get("input_dim"))
         return out, None
@@ -147,7 +156,25 @@ def normalize_processor_spec(name: str, spec: Any) -> tuple[dict[str, Any], Any]
     else:
         max_length = spec.get("max_length", "auto")
         out["max_length"] = text_max_length(processor, None) if max_length == "auto" else max_length
+        ensure_pad_token(name, processor)
     return out, processor
+
+
+_PAD_WARNED: set[str] = set()
+
+
+def ensure_pad_token(name: str, tokenizer: Any) -> None:
+    """Decoder-only tokenizers (GPT-2, Llama) have no pad token: use the eos token (logged once per modality),
+    as transformers suggests. Padding is read from ``attention_mask``, never from the token id."""
+    if getattr(tokenizer, "pad_token", None) is not None or getattr(tokenizer, "eos_token", None) is None:
+        return
+    tokenizer.pad_token = tokenizer.eos_token
+    if name not in _PAD_WARNED:
+        _PAD_WARNED.add(name)
+        logger.warning(
+            f"modality '{name}': the tokenizer has no pad token; padding with its eos token "
+            f"{tokenizer.eos_token!r} (the attention mask marks the padding)"
+        )
 
 
 class ProcessorLoadingMixin:
@@ -214,6 +241,9 @@ class ProcessorLoadingMixin:
                     raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
                 processor = _load_sub_processor(kind, str(path), tower, **hub_kwargs)
             out = {"kind": kind, "processor": processor, "path": str(path) if path else None}
+            adapter = adapter_class_for(tower, kind)(tower)
+            out["input_fields"] = [*adapter.input_fields, *adapter.optional_fields]
+            out["call_kwargs"] = adapter.processor_kwargs()
             if kind == "text":
                 out["max_length"] = spec.get("max_length") or text_max_length(processor, tower)
             elif kind == "audio":

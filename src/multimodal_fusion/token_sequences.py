@@ -114,12 +114,8 @@ class TokenSequenceMixin:
             return vector.unsqueeze(1), torch.ones(vector.shape[0], 1, dtype=torch.bool, device=vector.device)
         if self._needs_unpadded_audio(name, fields):
             return self._unpadded_audio_tokens(name, fields["input_values"], fields["attention_mask"])
-        hidden, token_mask, _ = self._encoder_hidden(name, fields)
-        grid = None
-        if hidden.dim() == 4:  # CNN feature map [B, C, H, W]
-            grid = tuple(hidden.shape[2:])
-            hidden = hidden.flatten(2).transpose(1, 2)
-        return reduce_tokens(spec.kind, hidden, token_mask, spec.max_tokens, grid)
+        output = self._encoder_hidden(name, fields)
+        return reduce_tokens(spec.kind, output.hidden, output.mask, spec.max_tokens, output.grid)
 
     def _unpadded_audio_tokens(self, name: str, values: torch.Tensor, attention_mask: torch.Tensor):
         """Group-norm wav2vec2: encode each distinct length unpadded (as the pooled path does), then pad."""
