@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "feature_encoder": MODEL,
     "fusion_layers": MODEL,
     "pooling_layers": MODEL,
+    "prefix_layers": MODEL,
     # data layer: decoding, processor, collator, loading, bad samples
     "bad_samples": DATA,
     "audio_decoding": DATA,
@@ -38,6 +39,7 @@ LAYERS: dict[str, int] = {
     "data_loading": DATA,
     # services over the data layer
     "embedding_cache": SERVICES,
+    "prefix_cache": SERVICES,
     "hub": SERVICES,
     # what runs a job
     "inference": APPLICATION,

@@ -20,6 +20,10 @@ SPECIAL_FIELDS = ("embeds", "mask")
 """Fields every modality takes besides its encoder's: ``{name}_embeds`` (a precomputed pooled vector ``[B,
 pooled_dim]`` that skips the encoder) and ``{name}_mask`` (``[B]`` bool, False = modality missing)."""
 
+HIDDEN_FIELDS = ("hidden_states", "hidden_mask", "hidden_layer")
+"""Cached hidden states entering block ``hidden_layer + 1`` (``[B, T, D]``, ``[B, T]`` bool, ``[B]`` int), given
+instead of encoder inputs by the frozen-prefix cache (see ``prefix_layers.py``)."""
+
 
 def split_inputs(config: FusionConfig, inputs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Group ``{name}_{field}`` inputs by modality (``None`` values dropped): ``name -> {field: value}`` for every
@@ -44,16 +48,25 @@ def split_inputs(config: FusionConfig, inputs: Mapping[str, Any]) -> dict[str, d
     for name, fields in batch.items():
         kind = config.modalities[name].kind
         required, optional = KIND_FIELDS[kind]
-        allowed = (*required, *optional, *SPECIAL_FIELDS)
+        allowed = (*required, *optional, *SPECIAL_FIELDS, *HIDDEN_FIELDS)
         for field in fields:
             if field not in allowed:
                 raise ValueError(
                     f"modality '{name}' ({kind}): unexpected field '{name}_{field}'; expected "
                     f"{[f'{name}_{f}' for f in allowed]}"
                 )
-        encoder_fields = set(fields) - set(SPECIAL_FIELDS)
+        encoder_fields = set(fields) - set(SPECIAL_FIELDS) - set(HIDDEN_FIELDS)
         if encoder_fields and "embeds" in fields:
             raise ValueError(f"modality '{name}': give either '{name}_embeds' or encoder inputs, not both")
+        hidden = [f for f in HIDDEN_FIELDS if f in fields]
+        if hidden and (encoder_fields or "embeds" in fields):
+            raise ValueError(
+                f"modality '{name}': give either '{name}_hidden_states' or '{name}_embeds' or encoder inputs"
+            )
+        if hidden and len(hidden) != len(HIDDEN_FIELDS):
+            raise ValueError(
+                f"modality '{name}': cached hidden states need all of {[f'{name}_{f}' for f in HIDDEN_FIELDS]}"
+            )
         if encoder_fields and not set(required) <= encoder_fields:
             raise ValueError(
                 f"modality '{name}' ({kind}): missing field(s) {[f'{name}_{f}' for f in required]}"
@@ -112,6 +125,10 @@ def check_fields(
 
     if "embeds" in fields and (fields["embeds"].dim() != 2 or fields["embeds"].shape[1] != pooled_dim):
         fail("embeds", f"[batch, {pooled_dim}] (the pooled encoder output)", fields["embeds"])
+    if "hidden_states" in fields:
+        hidden, mask = fields["hidden_states"], fields["hidden_mask"]
+        if hidden.dim() != 3 or mask.shape != hidden.shape[:2] or hidden.shape[2] != pooled_dim:
+            fail("hidden_states", f"[batch, tokens, {pooled_dim}] with a [batch, tokens] 'hidden_mask'", hidden)
     if "mask" in fields and fields["mask"].dim() != 1:
         fail("mask", "[batch] booleans (False = modality missing)", fields["mask"])
     if kind == "image" and "pixel_values" in fields:
