@@ -15,6 +15,7 @@ to the frozen tensors, plus the boundary ``j`` and the storage dtype.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -37,7 +38,7 @@ from .embedding_cache import (
     media_files_signature,
     processor_settings,
 )
-from .modeling_fusion import HIDDEN_FIELDS, KIND_FIELDS, FusionModel
+from .modeling_fusion import FusionModel
 from .prefix_layers import prefix_exact_reason, prefix_runner
 from .processing_fusion import FusionProcessor
 
@@ -345,11 +346,11 @@ def hidden_fields(name: str, vectors: Sequence[np.ndarray | None], num_frozen: i
         return {f"{name}_mask": mask}
     tokens = max(vectors[i].shape[0] for i in present)
     first = vectors[present[0]]
-    hidden = torch.zeros(len(vectors), tokens, first.shape[1], dtype=torch.from_numpy(first[:0]).dtype)
+    hidden = torch.zeros(len(vectors), tokens, first.shape[1], dtype=torch.from_numpy(first[:0].copy()).dtype)
     token_mask = torch.zeros(len(vectors), tokens, dtype=torch.bool)
     for i in present:
         length = vectors[i].shape[0]
-        hidden[i, :length] = torch.from_numpy(np.ascontiguousarray(vectors[i]))
+        hidden[i, :length] = torch.from_numpy(np.array(vectors[i]))
         token_mask[i, :length] = True
     out = {
         f"{name}_hidden_states": hidden,
@@ -379,23 +380,18 @@ class PrefixCacheCollator:
             return self.collator(features)
         ids = [int(row[PREFIX_ROW_COLUMN]) for row in features]
         hidden = {name: store.lookup(ids) for name, store in stores.items()}
-        kept, rows = [], []
+        kept = []
         for position, row in enumerate(features):
-            row = dict(row)
-            bad = [n for n in stores if hidden[n][position] is None and row.get(self.cache.columns[n]) is not None]
-            if bad:  # the cache pass left it empty: a bad sample, skipped as the live collator skips it
-                self.collator.skip_counter.increment()
+            if any(hidden[n][position] is None and row.get(self.cache.columns[n]) is not None for n in stores):
+                self.collator.skip_counter.increment()  # the cache pass left it empty: a bad sample, skipped as live
                 continue
-            for name in stores:
-                row[self.cache.columns[name]] = None
             kept.append(position)
-            rows.append(row)
-        if not rows:
+        if not kept:
             raise ValueError("every sample of this batch was bad (their cached hidden states are empty)")
-        batch = self.collator(rows)
+        # The wrapped collator decodes and processes only the modalities that run live.
+        live = copy.copy(self.collator)
+        live.columns = {c: n for c, n in self.collator.columns.items() if n not in stores}
+        batch = live([features[i] for i in kept])
         for name, store in stores.items():
-            kind = self.collator.processor.modalities[name]["kind"]
-            for fieldname in (*KIND_FIELDS[kind][0], *KIND_FIELDS[kind][1], "mask", "embeds", *HIDDEN_FIELDS):
-                batch.pop(f"{name}_{fieldname}", None)
             batch.update(hidden_fields(name, [hidden[name][i] for i in kept], store.num_frozen))
         return batch
