@@ -63,7 +63,9 @@ from multimodal_fusion.prefix_cache import (  # noqa: E402
 T.logging.set_verbosity_error()
 datasets.disable_progress_bars()
 torch.set_num_threads(2)
-torch.set_flush_denormal(True)  # random deep weights can give denormals, which would slow the live path artificially
+torch.set_flush_denormal(
+    True
+)  # random deep weights can give denormals, which would slow the live path artificially
 SAMPLING_RATE = 16000
 WIDTH, BLOCKS, HEADS = 384, 8, 6
 COLUMNS = {"image": "image", "audio": "audio", "text": "text"}
@@ -78,10 +80,14 @@ def make_encoders(root: Path, vocab: list[str]) -> dict[str, str]:
     audio = T.Wav2Vec2Config(**shape, feat_extract_norm="group", do_stable_layer_norm=False, mask_time_prob=0.0,
                              layerdrop=0.0, hidden_dropout=0.0, num_conv_pos_embedding_groups=16)  # fmt: skip
     T.Wav2Vec2Model(audio).save_pretrained(root / "audio")
-    T.Wav2Vec2FeatureExtractor(sampling_rate=SAMPLING_RATE, return_attention_mask=True).save_pretrained(root / "audio")
+    T.Wav2Vec2FeatureExtractor(sampling_rate=SAMPLING_RATE, return_attention_mask=True).save_pretrained(
+        root / "audio"
+    )
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *vocab]
     T.BertTokenizer(vocab={w: i for i, w in enumerate(tokens)}).save_pretrained(root / "text")
-    T.BertModel(T.BertConfig(**shape, vocab_size=len(tokens), max_position_embeddings=64)).save_pretrained(root / "text")
+    T.BertModel(T.BertConfig(**shape, vocab_size=len(tokens), max_position_embeddings=64)).save_pretrained(
+        root / "text"
+    )
     return {name: str(root / name) for name in ("image", "audio", "text")}
 
 
@@ -183,7 +189,9 @@ def main() -> None:
         stores = cache_hidden_states(dataset, cached.model, processor, boundaries, COLUMNS, batch_size=16,
                                      sampling_rate=SAMPLING_RATE)  # fmt: skip
         cache_seconds = time.perf_counter() - start
-        cache_bytes = sum(os.path.getsize(f["filename"]) for s in stores.values() for f in s.table.cache_files)
+        cache_bytes = sum(
+            os.path.getsize(f["filename"]) for s in stores.values() for f in s.table.cache_files
+        )
         cached.collator = PrefixCacheCollator(base, PrefixCache(stores, dict(COLUMNS)))
         print(f"cache pass: {cache_seconds:.1f} s, {cache_bytes / 1e6:.1f} MB on disk")
         for epoch in range(args.epochs):
@@ -202,8 +210,12 @@ def main() -> None:
         later = statistics.median(live.epochs[1:]) / statistics.median(cached.epochs[1:])
         total = sum(live.epochs) / (cache_seconds + sum(cached.epochs))
         rss = (memory.peaks["cached"] - baseline) / max(1, memory.peaks["live"] - baseline)
-        print(f"live epochs {[round(t, 1) for t in live.epochs]}, cached epochs {[round(t, 1) for t in cached.epochs]}")
-        print(f"max |loss diff| over {len(live.losses)} steps: {loss_diff:.2e}; max |weight diff|: {weight_diff:.2e}")
+        print(
+            f"live epochs {[round(t, 1) for t in live.epochs]}, cached epochs {[round(t, 1) for t in cached.epochs]}"
+        )
+        print(
+            f"max |loss diff| over {len(live.losses)} steps: {loss_diff:.2e}; max |weight diff|: {weight_diff:.2e}"
+        )
         print(f"peak RSS above baseline: live {(memory.peaks['live'] - baseline) / 1e6:.0f} MB, cached "
               f"{(memory.peaks['cached'] - baseline) / 1e6:.0f} MB")  # fmt: skip
         print(json.dumps({"later_epoch_ratio": round(later, 2), "total_ratio": round(total, 2),

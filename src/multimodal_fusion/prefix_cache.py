@@ -92,7 +92,11 @@ def prefix_cache_plan(model: FusionModel, processor: FusionProcessor | None = No
                     if trains
                     else "fully frozen (the pooled-vector cache covers it)"
                 )
-            elif processor is not None and name in processor.modalities and has_random_augmentation(processor, name):
+            elif (
+                processor is not None
+                and name in processor.modalities
+                and has_random_augmentation(processor, name)
+            ):
                 reason = "its processor applies random augmentation"
             else:
                 reason = prefix_exact_reason(model.encoders[name], boundary, spec["layer"])
@@ -113,7 +117,9 @@ def prefix_fingerprint(
     layout = model.encoder_layout(name)
     live = {n for block in layout.blocks[num_frozen:] for n in block} | set(layout.final + layout.pooler)
     digest = hashlib.sha256()
-    digest.update(f"multimodal_fusion.prefix_cache v{PREFIX_CACHE_VERSION}|{num_frozen}|{storage_dtype}|".encode())
+    digest.update(
+        f"multimodal_fusion.prefix_cache v{PREFIX_CACHE_VERSION}|{num_frozen}|{storage_dtype}|".encode()
+    )
     config = spec["config"].to_dict()
     for key in ("_name_or_path", "transformers_version", "architectures", "id2label", "label2id"):
         config.pop(key, None)
@@ -131,7 +137,9 @@ def hidden_column(name: str) -> str:
 class _PrefixEncoder:
     """``Dataset.map`` function: decode + process a batch of raw rows, run the frozen prefix, keep valid tokens."""
 
-    def __init__(self, model, processor, modality_columns, boundaries, storage, sampling_rate, skip_bad, device):
+    def __init__(
+        self, model, processor, modality_columns, boundaries, storage, sampling_rate, skip_bad, device
+    ):
         self.model, self.processor, self.device = model, processor, device
         self.modality_columns, self.boundaries = modality_columns, boundaries
         self.storage, self.sampling_rate, self.skip_bad = storage, sampling_rate, skip_bad
@@ -141,7 +149,9 @@ class _PrefixEncoder:
         decoded = []
         for value, row in zip(values, indices, strict=True):
             try:
-                decoded.append(None if value is None else self.processor.decode(name, value, self.sampling_rate))
+                decoded.append(
+                    None if value is None else self.processor.decode(name, value, self.sampling_rate)
+                )
             except BadSampleError as error:
                 error.locate(column=column, row=row)
                 if not self.skip_bad:
@@ -180,7 +190,10 @@ def prefix_hidden_states(
     runner = prefix_runner(encoder)
     config = model.config.modalities[name]["config"]
     mask = fields.get("attention_mask")
-    if model.config.modalities[name]["kind"] == "audio" and getattr(config, "feat_extract_norm", "") == "group":
+    if (
+        model.config.modalities[name]["kind"] == "audio"
+        and getattr(config, "feat_extract_norm", "") == "group"
+    ):
         values = fields["input_values"]
         if mask is None or bool(mask.all()):
             return runner.prefix_hidden_states(encoder, {"input_values": values}, num_frozen)
@@ -188,7 +201,10 @@ def prefix_hidden_states(
         parts = {}
         for length in lengths.unique().tolist():
             rows = (lengths == length).nonzero().squeeze(1)
-            parts[length] = (rows, runner.prefix_hidden_states(encoder, {"input_values": values[rows, :length]}, num_frozen)[0])
+            parts[length] = (
+                rows,
+                runner.prefix_hidden_states(encoder, {"input_values": values[rows, :length]}, num_frozen)[0],
+            )
         frames = max(part.shape[1] for _, part in parts.values())
         width = next(iter(parts.values()))[1].shape[2]
         hidden = values.new_zeros(values.shape[0], frames, width, dtype=next(iter(parts.values()))[1].dtype)
@@ -311,8 +327,11 @@ def cache_hidden_states(
             stores[name] = PrefixStore(name, boundaries[name], width, table, seconds)
             logger.info(
                 f"prefix cache: modality '{name}': "
-                + (f"encoded {encoder.rows_encoded} samples in {seconds:.1f}s" if encoder.rows_encoded else
-                   "loaded from the cache")  # fmt: skip
+                + (
+                    f"encoded {encoder.rows_encoded} samples in {seconds:.1f}s"
+                    if encoder.rows_encoded
+                    else "loaded from the cache"
+                )  # fmt: skip
                 + f" (boundary {boundaries[name]}, {storage_dtype}, fingerprint {fingerprint})"
             )
     finally:
@@ -337,7 +356,9 @@ class PrefixCache:
         self.fallbacks[name] = reason
 
 
-def hidden_fields(name: str, vectors: Sequence[np.ndarray | None], num_frozen: int) -> dict[str, torch.Tensor]:
+def hidden_fields(
+    name: str, vectors: Sequence[np.ndarray | None], num_frozen: int
+) -> dict[str, torch.Tensor]:
     """``{name}_hidden_states`` ``[B, T, D]`` (zero-padded), ``{name}_hidden_mask`` ``[B, T]`` bool,
     ``{name}_hidden_layer`` ``[B]`` and, where a row has none, ``{name}_mask``."""
     present = [i for i, v in enumerate(vectors) if v is not None]
@@ -382,7 +403,9 @@ class PrefixCacheCollator:
         hidden = {name: store.lookup(ids) for name, store in stores.items()}
         kept = []
         for position, row in enumerate(features):
-            if any(hidden[n][position] is None and row.get(self.cache.columns[n]) is not None for n in stores):
+            if any(
+                hidden[n][position] is None and row.get(self.cache.columns[n]) is not None for n in stores
+            ):
                 self.collator.skip_counter.increment()  # the cache pass left it empty: a bad sample, skipped as live
                 continue
             kept.append(position)

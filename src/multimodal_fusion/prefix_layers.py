@@ -27,13 +27,14 @@ from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
 
-def _training_dropouts(modules: list[nn.Module]) -> list[str]:
-    """Dropout modules with ``p > 0`` that are in training mode among ``modules`` (and their children)."""
+def _training_dropouts(encoder: nn.Module, modules: list[nn.Module]) -> list[str]:
+    """Names (in ``encoder``) of dropout modules with ``p > 0`` in training mode among ``modules`` and children."""
+    names = {id(m): n for n, m in encoder.named_modules()}
     found = []
     for module in modules:
-        for child_name, child in module.named_modules():
+        for child in module.modules():
             if isinstance(child, nn.modules.dropout._DropoutNd) and child.p > 0 and child.training:
-                found.append(f"{type(module).__name__}.{child_name}" if child_name else type(module).__name__)
+                found.append(f"{names.get(id(child), type(child).__name__)} (p={child.p})")
     return found
 
 
@@ -265,7 +266,7 @@ def prefix_exact_reason(encoder: nn.Module, num_frozen: int, layer: int | None =
     if reason is not None:
         return reason
     frozen_blocks = list(blocks[:num_frozen])
-    active = _training_dropouts([*runner.prefix_modules(encoder), *frozen_blocks])
+    active = _training_dropouts(encoder, [*runner.prefix_modules(encoder), *frozen_blocks])
     if active:
         return (
             f"dropout before the boundary is active in training ({', '.join(active[:3])}); set its probability "
