@@ -269,10 +269,10 @@ def test_cache_max_gb_and_float16_storage(tiny_dir, data, caplog):
     # Training the blocks above the boundary keeps the fingerprint; a frozen weight below it changes it.
     before = prefix_fingerprint(model, processor, "image", 1)
     with torch.no_grad():
-        model.encoders["image"].layers[1].output.dense.weight.add_(1.0)
+        model.encoders["image"].layers[1].mlp.fc1.weight.add_(1.0)
     assert prefix_fingerprint(model, processor, "image", 1) == before
     with torch.no_grad():
-        model.encoders["image"].layers[0].output.dense.weight.add_(1.0)
+        model.encoders["image"].layers[0].mlp.fc1.weight.add_(1.0)
     assert prefix_fingerprint(model, processor, "image", 1) != before
 
 
@@ -314,7 +314,7 @@ def test_gradual_unfreezing_recomputes_or_falls_back_as_logged(tiny_dir, data, c
         assert (grad - cached_grads[name]).abs().max().item() <= 1e-5, name
 
 
-def test_run_py_trains_from_the_prefix_cache_like_live_and_reuses_it(hub_ids, tmp_path, monkeypatch, caplog):
+def test_run_py_trains_from_the_prefix_cache_like_live_and_reuses_it(hub_ids, tmp_path, monkeypatch):
     from test_training_run import write_config
 
     from multimodal_fusion import prefix_cache
@@ -327,23 +327,31 @@ def test_run_py_trains_from_the_prefix_cache_like_live_and_reuses_it(hub_ids, tm
         "__call__",
         lambda self, *a: encoded.append(len(a[-1])) or original(self, *a),
     )
+    from_hidden = []
+    original_run = FusionModel._run_from_hidden_states
+    monkeypatch.setattr(
+        FusionModel,
+        "_run_from_hidden_states",
+        lambda self, name, f: from_hidden.append(name) or original_run(self, name, f),
+    )
     files = write_tiny_dataset(tmp_path / "data", n_train=8, n_eval=4)
     encoders = {"image": hub_ids["vit"], "audio": hub_ids["wav2vec2_group"], "text": hub_ids["bert"]}
     runs = {}
     for name, overrides in [("first", {}), ("second", {}), ("off", {"cache_embeddings": "false"})]:
         encoded.clear()
+        from_hidden.clear()
         config = write_config(
             tmp_path / f"{name}.yaml", encoders, files, tmp_path / name, max_steps=4,
             trainable_layers={"image": 1, "audio": 0, "text": 1}, eval_strategy="no",
             **overrides,
         )  # fmt: skip
-        with caplog.at_level(logging.INFO, logger="multimodal_fusion"):
-            runs[name] = (main([str(config)]), len(encoded))
-    (first, first_encoded), (second, second_encoded), (off, off_encoded) = runs.values()
-    assert "training ['image', 'text'] from cached hidden states" in caplog.text
-    assert (
-        first_encoded > 0 and second_encoded == 0 and off_encoded == 0
-    )  # the second run loads the cache files
+        runs[name] = (main([str(config)]), len(encoded), sorted(set(from_hidden)))
+    (first, first_encoded, first_hidden), (second, second_encoded, _), (off, off_encoded, off_hidden) = (
+        runs.values()
+    )
+    assert first_hidden == ["image", "text"] and off_hidden == []  # audio: wav2vec2 hidden_dropout -> live
+    # The second run loads the cache files: only the disk estimate's probe batch runs (one per cached split).
+    assert first_encoded > 2 and second_encoded == 2 and off_encoded == 0
     assert second["eval_loss"] == pytest.approx(first["eval_loss"], abs=1e-6)
     assert off["eval_loss"] == pytest.approx(first["eval_loss"], abs=1e-5)  # live == prefix-cached
     assert off["train_loss"] == pytest.approx(first["train_loss"], abs=1e-5)
