@@ -15,6 +15,10 @@ boundary), is *not exact* and [`prefix_exact_reason`] says why. ``j`` counts blo
 (only the embeddings / front-end are cached), ``num_blocks`` would skip them all (the pooled-vector cache covers
 that case).
 
+The runner interface (``blocks``, ``embed``, ``finish``, ``run_from_block(encoder, hidden, mask, j)``) is meant to
+become part of the per-family encoder adapters (one registry name -> adapter, chosen from the encoder): an adapter
+that knows its family's blocks and final norm gains ``run_from_block`` and this registry folds into it.
+
 Self-contained (torch and transformers only): ``save_pretrained`` copies this file for ``trust_remote_code``.
 """
 
