@@ -128,7 +128,9 @@ def check_fields(
     if "hidden_states" in fields:
         hidden, mask = fields["hidden_states"], fields["hidden_mask"]
         if hidden.dim() != 3 or mask.shape != hidden.shape[:2] or hidden.shape[2] != pooled_dim:
-            fail("hidden_states", f"[batch, tokens, {pooled_dim}] with a [batch, tokens] 'hidden_mask'", hidden)
+            fail(
+                "hidden_states", f"[batch, tokens, {pooled_dim}] with a [batch, tokens] 'hidden_mask'", hidden
+            )
     if "mask" in fields and fields["mask"].dim() != 1:
         fail("mask", "[batch] booleans (False = modality missing)", fields["mask"])
     if kind == "image" and "pixel_values" in fields:

@@ -83,7 +83,7 @@ def prefix_cache_plan(model: FusionModel, processor: FusionProcessor | None = No
         for name, spec in model.config.modalities.items():
             boundary = frozen_boundary(model, name)
             reason = None
-            if spec["kind"] == "features":
+            if spec.kind == "features":
                 reason = "dense features have no block stack"
             elif boundary is None:
                 trains = any(p.requires_grad for p in model.encoders[name].parameters())
@@ -99,7 +99,7 @@ def prefix_cache_plan(model: FusionModel, processor: FusionProcessor | None = No
             ):
                 reason = "its processor applies random augmentation"
             else:
-                reason = prefix_exact_reason(model.encoders[name], boundary, spec["layer"])
+                reason = prefix_exact_reason(model.encoders[name], boundary, spec.layer)
             plan[name] = PrefixPlan(boundary if reason is None else None, reason)
         return plan
     finally:
@@ -120,10 +120,10 @@ def prefix_fingerprint(
     digest.update(
         f"multimodal_fusion.prefix_cache v{PREFIX_CACHE_VERSION}|{num_frozen}|{storage_dtype}|".encode()
     )
-    config = spec["config"].to_dict()
+    config = spec.config.to_dict()
     for key in ("_name_or_path", "transformers_version", "architectures", "id2label", "label2id"):
         config.pop(key, None)
-    digest.update(_json({"kind": spec["kind"], "encoder_config": config}).encode())
+    digest.update(_json({"kind": spec.kind, "encoder_config": config}).encode())
     digest.update(_json(processor_settings(processor, name)).encode())
     state = {k: v for k, v in model.encoders[name].state_dict().items() if k not in live}
     _update_with_tensors(digest, state)
@@ -188,12 +188,9 @@ def prefix_hidden_states(
     distinct length unpadded (as ``FusionModel`` does), so its padded frames are masked out afterwards."""
     encoder = model.encoders[name]
     runner = prefix_runner(encoder)
-    config = model.config.modalities[name]["config"]
+    config = model.config.modalities[name].config
     mask = fields.get("attention_mask")
-    if (
-        model.config.modalities[name]["kind"] == "audio"
-        and getattr(config, "feat_extract_norm", "") == "group"
-    ):
+    if model.config.modalities[name].kind == "audio" and getattr(config, "feat_extract_norm", "") == "group":
         values = fields["input_values"]
         if mask is None or bool(mask.all()):
             return runner.prefix_hidden_states(encoder, {"input_values": values}, num_frozen)
@@ -393,6 +390,8 @@ class PrefixCacheCollator:
         self.cache = cache
 
     def __getattr__(self, item: str) -> Any:  # num_skipped, skipped_samples... of the wrapped collator
+        if item == "collator":  # not set yet (unpickling in a DataLoader worker)
+            raise AttributeError(item)
         return getattr(self.collator, item)
 
     def __call__(self, features: Sequence[Mapping[str, Any]]):
@@ -413,7 +412,7 @@ class PrefixCacheCollator:
             raise ValueError("every sample of this batch was bad (their cached hidden states are empty)")
         # The wrapped collator decodes and processes only the modalities that run live.
         live = copy.copy(self.collator)
-        live.columns = {c: n for c, n in self.collator.columns.items() if n not in stores}
+        live.columns = {n: c for n, c in self.collator.columns.items() if n not in stores}
         batch = live([features[i] for i in kept])
         for name, store in stores.items():
             batch.update(hidden_fields(name, [hidden[name][i] for i in kept], store.num_frozen))

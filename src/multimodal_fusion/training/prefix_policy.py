@@ -23,6 +23,7 @@ import datasets
 from datasets import Dataset, DatasetDict
 from transformers import TrainerCallback
 
+from ..column_mapping import modality_columns
 from ..modeling_fusion import FusionModel
 from ..prefix_cache import (
     PREFIX_ROW_COLUMN,
@@ -75,11 +76,6 @@ class PrefixCacheRun:
         return stores
 
 
-def _modality_columns(processor: FusionProcessor, columns: Mapping[str, str] | None) -> dict[str, str]:
-    columns = dict(columns) if columns is not None else {n: n for n in processor.modality_names}
-    return {name: column for column, name in columns.items()}
-
-
 def apply_prefix_cache(
     splits: DatasetDict | Mapping[str, Dataset],
     model: FusionModel,
@@ -100,7 +96,7 @@ def apply_prefix_cache(
     if mode == "false" or not names:
         return splits, None
     plan = prefix_cache_plan(model, processor)
-    by_modality = _modality_columns(processor, columns)
+    by_modality = modality_columns(columns, processor.modality_names)
     schedule = getattr(training_args, "unfreeze_schedule", None)
     step_unit = schedule and getattr(training_args, "unfreeze_unit", "epoch") == "step"
     boundaries = {}
@@ -144,8 +140,9 @@ def apply_prefix_cache(
     options = {"storage_dtype": dtype, "batch_size": getattr(training_args, "per_device_eval_batch_size", 32),
                "sampling_rate": sampling_rate, "skip_bad_samples": skip_bad_samples,
                "device": getattr(training_args, "device", None)}  # fmt: skip
-    run = PrefixCacheRun(PrefixCache({}, selected), [splits[s] for s in names], model, processor,
-                         {c: n for n, c in selected.items()}, options)  # fmt: skip
+    run = PrefixCacheRun(
+        PrefixCache({}, selected), [splits[s] for s in names], model, processor, selected, options
+    )
     run.cache.stores.update(run.compute(boundaries, getattr(training_args, "main_process_first", None)))
     logger.info(f"prefix cache: training {sorted(boundaries)} from cached hidden states ({boundaries})")
     return splits, run
@@ -188,7 +185,7 @@ class PrefixBoundaryCallback(TrainerCallback):
                 was = model.training
                 model.train()
                 reason = prefix_exact_reason(
-                    model.encoders[name], boundary, model.config.modalities[name]["layer"]
+                    model.encoders[name], boundary, model.config.modalities[name].layer
                 )
                 model.train(was)
             if reason is None:

@@ -206,7 +206,7 @@ def run(
     splits, _ = apply_embedding_cache(
         splits, model, processor, loaded.columns, training_args, skip_bad_samples=data_args.skip_bad_samples
     )
-    # Frozen-prefix cache: partly frozen encoders train their top blocks from cached hidden states (issue 16).
+    # Frozen-prefix cache: partly frozen encoders train their top blocks from cached hidden states.
     splits, prefix = apply_prefix_cache(
         splits, model, processor, loaded.columns, training_args, skip_bad_samples=data_args.skip_bad_samples,
         cache_splits=(data_args.train_split, data_args.validation_split),
@@ -220,20 +220,17 @@ def run(
         num_labels=model.config.num_labels,
         problem_type=problem_type,
     )
-    if prefix is not None:
-        collator = PrefixCacheCollator(collator, prefix.cache)
     eval_dataset = splits.get(data_args.validation_split)
     trainer = FusionTrainer(
         model,
         training_args,
         train_dataset=splits[data_args.train_split],
         eval_dataset=eval_dataset,
-        data_collator=collator,
+        data_collator=PrefixCacheCollator(collator, prefix.cache) if prefix else collator,
         processing_class=processor,
         compute_metrics=build_compute_metrics(problem_type, model.config.id2label, data_args.metric),
         expect_missing_modalities=has_missing_values(loaded),
     )
-
     if prefix is not None:
         trainer.add_callback(PrefixBoundaryCallback(prefix, trainer.unfreezer))
     results: dict[str, Any] = {}
