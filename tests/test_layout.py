@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "load_report": MODEL,
     "token_fusion_layers": MODEL,
     "token_sequences": MODEL,
+    "prefix_layers": MODEL,
     # data layer: decoding, processor, collator, loading, bad samples
     "bad_samples": DATA,
     "audio_decoding": DATA,
@@ -43,6 +44,7 @@ LAYERS: dict[str, int] = {
     "data_loading": DATA,
     # services over the data layer
     "embedding_cache": SERVICES,
+    "prefix_cache": SERVICES,
     "hub": SERVICES,
     # what runs a job
     "inference": APPLICATION,

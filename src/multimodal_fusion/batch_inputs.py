@@ -24,6 +24,10 @@ sequence ``[B, T, pooled_dim]`` after ``max_tokens`` and its ``[B, T]`` mask) an
 False = modality missing)."""
 CACHED_FIELDS = ("embeds", "token_embeds")
 
+HIDDEN_FIELDS = ("hidden_states", "hidden_mask", "hidden_layer")
+"""Cached hidden states entering block ``hidden_layer + 1`` (``[B, T, D]``, ``[B, T]`` bool, ``[B]`` int), given
+instead of encoder inputs by the frozen-prefix cache (see ``prefix_layers.py``)."""
+
 
 def split_inputs(
     config: FusionConfig, inputs: Mapping[str, Any], adapters: Mapping[str, EncoderAdapter]
@@ -51,14 +55,14 @@ def split_inputs(
     for name, fields in batch.items():
         kind = config.modalities[name].kind
         required, optional = adapters[name].input_fields, adapters[name].optional_fields
-        allowed = (*required, *optional, *SPECIAL_FIELDS)
+        allowed = (*required, *optional, *SPECIAL_FIELDS, *HIDDEN_FIELDS)
         for field in fields:
             if field not in allowed:
                 raise ValueError(
                     f"modality '{name}' ({kind}): unexpected field '{name}_{field}'; expected "
                     f"{[f'{name}_{f}' for f in allowed]}"
                 )
-        encoder_fields = set(fields) - set(SPECIAL_FIELDS)
+        encoder_fields = set(fields) - set(SPECIAL_FIELDS) - set(HIDDEN_FIELDS)
         if encoder_fields and "embeds" in fields:
             raise ValueError(f"modality '{name}': give either '{name}_embeds' or encoder inputs, not both")
         if "token_embeds" in fields and (encoder_fields or "embeds" in fields):
@@ -67,6 +71,15 @@ def split_inputs(
             )
         if "token_mask" in fields and "token_embeds" not in fields:
             raise ValueError(f"modality '{name}': '{name}_token_mask' needs '{name}_token_embeds'")
+        hidden = [f for f in HIDDEN_FIELDS if f in fields]
+        if hidden and (encoder_fields or "embeds" in fields):
+            raise ValueError(
+                f"modality '{name}': give either '{name}_hidden_states' or '{name}_embeds' or encoder inputs"
+            )
+        if hidden and len(hidden) != len(HIDDEN_FIELDS):
+            raise ValueError(
+                f"modality '{name}': cached hidden states need all of {[f'{name}_{f}' for f in HIDDEN_FIELDS]}"
+            )
         if encoder_fields and not set(required) <= encoder_fields:
             raise ValueError(
                 f"modality '{name}' ({kind}): missing field(s) {[f'{name}_{f}' for f in required]}"
@@ -132,6 +145,12 @@ def check_fields(
         fail("token_embeds", f"[batch, tokens, {pooled_dim}] (encoder tokens)", tokens)
     if "token_mask" in fields and fields["token_mask"].shape != tokens.shape[:2]:
         fail("token_mask", f"[batch, tokens] = {tuple(tokens.shape[:2])}", fields["token_mask"])
+    if "hidden_states" in fields:
+        hidden, mask = fields["hidden_states"], fields["hidden_mask"]
+        if hidden.dim() != 3 or mask.shape != hidden.shape[:2] or hidden.shape[2] != pooled_dim:
+            fail(
+                "hidden_states", f"[batch, tokens, {pooled_dim}] with a [batch, tokens] 'hidden_mask'", hidden
+            )
     if "mask" in fields and fields["mask"].dim() != 1:
         fail("mask", "[batch] booleans (False = modality missing)", fields["mask"])
     adapter.check_fields(name, dict(fields))

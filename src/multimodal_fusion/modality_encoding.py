@@ -11,6 +11,8 @@ import contextlib
 
 import torch
 
+from .prefix_layers import prefix_runner
+
 
 class ModalityEncodingMixin:
     """Encoding for [`FusionModel`]: reads ``self.config.modalities``, ``self.encoders``, ``self.adapters`` (each
@@ -78,10 +80,37 @@ class ModalityEncodingMixin:
         inputs = {k: v for k, v in fields.items() if k != "mask"}
         if not bool(present.all()):
             inputs = {k: v[present] for k, v in inputs.items()}
+        if "hidden_states" in inputs:
+            return self._run_from_hidden_states(name, inputs)
         encoder = self.encoders[name]
         frozen = not any(p.requires_grad for p in encoder.parameters())
         with torch.no_grad() if frozen else contextlib.nullcontext():
             return self._run_encoder(name, inputs)
+
+    def _run_from_hidden_states(self, name: str, fields: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled output from cached hidden states: only the blocks above ``hidden_layer`` run (they must be the
+        only blocks that can train; the embeddings and the blocks below are frozen)."""
+        encoder = self.encoders[name]
+        runner = prefix_runner(encoder)
+        layers = fields["hidden_layer"]
+        num_frozen = int(layers[0])
+        if runner is None or not bool((layers == num_frozen).all()):
+            raise ValueError(
+                f"modality '{name}': cached hidden states need one block boundary per batch and an encoder family "
+                f"with a prefix runner ({type(encoder).__name__})"
+            )
+        layout = self.encoder_layout(name)
+        above = {n for block in layout.blocks[num_frozen:] for n in block} | set(layout.final + layout.pooler)
+        trainable_below = [n for n, p in encoder.named_parameters() if p.requires_grad and n not in above]
+        if trainable_below:
+            raise ValueError(
+                f"modality '{name}': hidden states cached at block {num_frozen} skip trainable parameters "
+                f"{trainable_below[:3]}; compute the cache again at the current boundary"
+            )
+        hidden, pooler_output = runner.run_from_block(
+            encoder, fields["hidden_states"].to(self._encoder_dtype(name)), fields["hidden_mask"], num_frozen
+        )
+        return self.poolers[name](hidden, fields["hidden_mask"].bool(), pooler_output)
 
     def _project(
         self, batch: dict[str, dict[str, torch.Tensor]], masks: torch.Tensor, batch_size: int

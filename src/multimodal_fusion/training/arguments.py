@@ -180,6 +180,15 @@ class FusionTrainingArguments(TrainingArguments):
         metadata={"help": "Precompute frozen encoders' pooled embeddings once: 'auto' (when it applies), 'true', "
                   "'false'."},
     )  # fmt: skip
+    cache_max_gb: float | None = field(
+        default=None,
+        metadata={"help": "Largest frozen-prefix hidden-state cache (GB, estimated before the cache pass); above it "
+                  "the modality trains live. None: no limit."},
+    )  # fmt: skip
+    prefix_cache_dtype: str = field(
+        default="float32",
+        metadata={"help": "Storage of cached hidden states: 'float32' (exact) or 'float16' (half the disk)."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -194,6 +203,10 @@ class FusionTrainingArguments(TrainingArguments):
         if str(self.cache_embeddings).lower() not in ("auto", "true", "false"):
             raise ValueError(f"`cache_embeddings` must be auto, true or false, got {self.cache_embeddings!r}")
         self.cache_embeddings = str(self.cache_embeddings).lower()
+        if self.prefix_cache_dtype not in ("float32", "float16"):
+            raise ValueError(
+                f"`prefix_cache_dtype` must be float32 or float16, got {self.prefix_cache_dtype!r}"
+            )
         if self.layerwise_lr_decay is not None and not 0 < self.layerwise_lr_decay <= 1:
             raise ValueError(f"`layerwise_lr_decay` must be in (0, 1], got {self.layerwise_lr_decay}")
         if self.l2sp_weight < 0:

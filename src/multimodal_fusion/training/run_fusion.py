@@ -27,10 +27,12 @@ from ..data_collator import FusionDataCollator
 from ..data_loading import LoadedDataset, load_fusion_dataset
 from ..hub import push_folder, write_model_card
 from ..modeling_fusion import FusionModel
+from ..prefix_cache import PrefixCacheCollator
 from ..processing_fusion import FusionProcessor
 from .arguments import DataArguments, FusionTrainingArguments, ModelArguments
 from .embedding_cache_policy import apply_embedding_cache
 from .metrics import build_compute_metrics
+from .prefix_policy import PrefixBoundaryCallback, apply_prefix_cache
 from .trainer import FusionTrainer
 
 logger = logging.getLogger(__name__)
@@ -204,6 +206,11 @@ def run(
     splits, _ = apply_embedding_cache(
         splits, model, processor, loaded.columns, training_args, skip_bad_samples=data_args.skip_bad_samples
     )
+    # Frozen-prefix cache: partly frozen encoders train their top blocks from cached hidden states.
+    splits, prefix = apply_prefix_cache(
+        splits, model, processor, loaded.columns, training_args, skip_bad_samples=data_args.skip_bad_samples,
+        cache_splits=(data_args.train_split, data_args.validation_split),
+    )  # fmt: skip
     problem_type = model.config.problem_type or loaded.problem_type or "single_label_classification"
     collator = FusionDataCollator(
         processor,
@@ -219,12 +226,13 @@ def run(
         training_args,
         train_dataset=splits[data_args.train_split],
         eval_dataset=eval_dataset,
-        data_collator=collator,
+        data_collator=PrefixCacheCollator(collator, prefix.cache) if prefix else collator,
         processing_class=processor,
         compute_metrics=build_compute_metrics(problem_type, model.config.id2label, data_args.metric),
         expect_missing_modalities=has_missing_values(loaded),
     )
-
+    if prefix is not None:
+        trainer.add_callback(PrefixBoundaryCallback(prefix, trainer.unfreezer))
     results: dict[str, Any] = {}
     resume = training_args.resume_from_checkpoint
     if resume == "last":
