@@ -10,9 +10,11 @@ from multimodal_fusion import FusionModel, FusionProcessor
 from multimodal_fusion.export import export_model, run_onnx
 
 
-@pytest.fixture(scope="module")
-def folder(tiny_paths, tmp_path_factory):
-    return save_fusion_folder(tiny_paths, tmp_path_factory.mktemp("export") / "model", fusion="attention")
+@pytest.fixture(scope="module", params=["wav2vec2", "wav2vec2_group"])
+def folder(request, tiny_paths, tiny_dir, tmp_path_factory):
+    """Layer-norm and group-norm (masked GroupNorm over each clip's valid frames) wav2vec2 audio encoders."""
+    paths = {**tiny_paths, "audio": str(tiny_dir / request.param)}
+    return save_fusion_folder(paths, tmp_path_factory.mktemp("export") / "model", fusion="attention")
 
 
 def new_batch(processor):

@@ -671,7 +671,8 @@ class WaveformAudioAdapter(EncoderAdapter):
 
     def encode(self, encoder: nn.Module, fields: dict[str, torch.Tensor], layer: int | None) -> EncoderOutput:
         mask = fields.get("attention_mask")
-        if mask is not None and bool(mask.all()):
+        # an all-valid mask changes nothing; dropping it is a data-dependent branch, so not while exporting
+        if mask is not None and not torch.compiler.is_exporting() and bool(mask.all()):
             fields = {k: v for k, v in fields.items() if k != "attention_mask"}
             mask = None
         norm = self._front_norm(encoder)

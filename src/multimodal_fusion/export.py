@@ -11,9 +11,10 @@ learned missing-modality placeholder; the fusion gets the same masks. So a missi
 of the right shape, as the processor's padded batch holds. [`export_model`] checks the exported graph against the
 eager model on a batch with a missing modality and raises when the logits differ by more than ``atol``.
 
-A wav2vec2 encoder with group normalisation (the ``base`` checkpoints) normalises over the padded waveform, which
-the eager model avoids by encoding each length separately; the graph cannot, so it is exact for such an encoder
-only on unpadded (equal-length) audio. Layer-norm wav2vec2 encoders are exact at any padding.
+A wav2vec2 encoder with group normalisation (the ``base`` checkpoints) normalises over each clip's valid frames
+only (the masked GroupNorm of ``encoder_adapters``), in the graph as in the eager model, so it is exact at any
+padding. Families that the eager model encodes length by length (``exact_by_unpadding``: Data2VecAudio,
+Wav2Vec2-Conformer, SEW) are exact in the graph only on unpadded (equal-length) audio.
 """
 
 from __future__ import annotations
@@ -103,11 +104,10 @@ def example_batch(
 def graph_inputs(model: FusionModel, batch: Mapping[str, torch.Tensor]) -> list[str]:
     """Input names in graph order: per modality (model order) its fields in the batch, then its mask."""
     names = []
-    for name, spec in model.config.modalities.items():
-        required, optional = KIND_FIELDS[spec["kind"]]
-        if spec["kind"] == "audio" and getattr(spec["config"], "feat_extract_norm", "layer") == "group":
-            optional = ()  # group-norm wav2vec2 takes no attention mask (see the module docstring)
-        names += [f"{name}_{f}" for f in (*required, *optional) if f"{name}_{f}" in batch]
+    for name in model.config.modalities:
+        adapter = model.adapters[name]
+        fields = (*adapter.input_fields, *adapter.optional_fields)
+        names += [f"{name}_{f}" for f in fields if f"{name}_{f}" in batch]
         names.append(f"{name}_mask")
     return names
 
