@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "data_loading": DATA,
     # services over the data layer
     "embedding_cache": SERVICES,
+    "cache_files": SERVICES,
     "hub": SERVICES,
     # what runs a job
     "inference": APPLICATION,
