@@ -496,11 +496,9 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         )
         loss, aux_losses = None, None
         if labels is not None:
-            aux_weight = self.config.aux_loss_weight if aux_loss_weight is None else aux_loss_weight
-            counts = (num_items_in_batch, aux_num_items_in_batch)
-            loss, aux_losses = fusion_loss(
-                self.config, logits, aux_logits, labels, masks, aux_weight, *counts
-            )
+            weight, counts = aux_loss_weight, (num_items_in_batch, aux_num_items_in_batch)
+            weight = self.config.aux_loss_weight if weight is None else weight
+            loss, aux_losses = fusion_loss(self.config, logits, aux_logits, labels, masks, weight, *counts)
         output = FusionModelOutput(
             loss=loss,
             logits=logits,
