@@ -426,8 +426,7 @@ def _cache_split(
     if device != original_device:
         model.to(device)
     cache_file = cache_file_path(dataset, new_fingerprint)
-    if load_from_cache_file is not False:
-        discard_if_damaged(cache_file, "embedding cache" + (f" (split '{split}')" if split else ""))
+    discard_if_damaged(cache_file if load_from_cache_file is not False else None, f"cache ({split})")
     written_before = _mtime(cache_file)
     try:
         result = dataset.map(

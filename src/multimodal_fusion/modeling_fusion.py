@@ -446,9 +446,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             aux_loss_weight (`float`, *optional*): overrides ``config.aux_loss_weight`` for this call (the
                 trainer's schedule uses it).
             output_attentions (`bool`): token-level fusions also return ``attentions`` maps (no fused kernel).
-            num_items_in_batch (`int`, *optional*): labelled items of the accumulation window, all ranks; the
-                loss is then this batch's sum over it (exact accumulation, [`fusion_loss`]; ``aux_num_items_in_batch``:
-                the same per modality). Without it: this batch's mean.
+            num_items_in_batch, aux_num_items_in_batch: window counts for exact accumulation ([`fusion_loss`]).
             **inputs: ``{name}_{field}`` tensors per modality ``name`` (each family's fields: ``encoder_adapters``):
 
                 - image: ``{name}_pixel_values`` ``[B, C, H, W]`` float.
@@ -489,11 +487,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             embeddings = torch.stack([projected[name].to(dtype) for name in self.config.modalities], dim=1)
             fused = self.fusion(embeddings, masks)
         logits = self.classifier(self.head_dropout(fused.fused))
-        aux_logits = (
-            {name: head(projected[name]) for name, head in self.aux_heads.items()}
-            if self.aux_heads is not None
-            else None
-        )
+        aux_logits = {n: head(projected[n]) for n, head in self.aux_heads.items()} if self.aux_heads else None
         loss, aux_losses = None, None
         if labels is not None:
             weight, counts = aux_loss_weight, (num_items_in_batch, aux_num_items_in_batch)
