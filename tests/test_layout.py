@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     # services over the data layer
     "embedding_cache": SERVICES,
     "prefix_cache": SERVICES,
+    "cache_files": SERVICES,
     "hub": SERVICES,
     # what runs a job
     "inference": APPLICATION,

@@ -36,6 +36,7 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from .bad_samples import BadSampleError
+from .cache_files import cache_file_path, discard_if_damaged, record_checksum
 from .column_mapping import modality_columns
 from .data_collator import ROW_INDEX_COLUMN
 from .modeling_fusion import FusionModel
@@ -371,6 +372,10 @@ def cache_embeddings(
     return _cache_split(dataset, None, **options)
 
 
+def _mtime(path: str | None) -> int | None:
+    return os.stat(path).st_mtime_ns if path and os.path.isfile(path) else None
+
+
 def _cache_split(
     dataset: Dataset,
     split: str | None,
@@ -420,6 +425,9 @@ def _cache_split(
     model.eval()
     if device != original_device:
         model.to(device)
+    cache_file = cache_file_path(dataset, new_fingerprint)
+    discard_if_damaged(cache_file if load_from_cache_file is not False else None, f"cache ({split})")
+    written_before = _mtime(cache_file)
     try:
         result = dataset.map(
             encoder,
@@ -436,6 +444,7 @@ def _cache_split(
         if device != original_device:
             model.to(original_device)
         model.train(was_training)
+    record_checksum(cache_file, overwrite=_mtime(cache_file) != written_before)  # rewritten: new checksum
     where = f"split '{split}'" if split else "dataset"
     if encoder.rows_encoded:
         logger.info(

@@ -42,7 +42,8 @@ class FusionModelOutput(ModelOutput):
     """Output of [`FusionModel`].
 
     Args:
-        loss: main loss plus ``aux_loss_weight`` x mean auxiliary loss, when ``labels`` are given.
+        loss: main loss plus ``aux_loss_weight`` x mean auxiliary loss, when ``labels`` are given (normalised by
+            ``num_items_in_batch`` when given, see [`FusionModel.forward`]).
         logits: ``[B, num_labels]``.
         fused_embedding: ``[B, fusion_hidden_size]``, the fusion module's output (input of the head).
         modality_embeddings: name -> ``[B, projection_dim]`` projected vectors as fed to the fusion; a sample
@@ -50,7 +51,7 @@ class FusionModelOutput(ModelOutput):
             of the modality's projected tokens (zeros where it is missing: no placeholder, no token).
         aux_logits: name -> ``[B, num_labels]`` from the per-modality heads (``None`` without aux heads).
         modality_weights: ``[B, M]`` in config order for fusions that weigh modalities, else ``None``.
-        aux_losses: name -> auxiliary loss of that modality over the samples where it is present.
+        aux_losses: name -> this batch's mean auxiliary loss of that modality over the samples where it is present.
         modality_mask: ``[B, M]`` bool, which modalities each sample had (after modality dropout).
         attentions: token-level fusions with ``output_attentions=True``: their attention maps (see the fusion).
     """
@@ -77,23 +78,42 @@ def problem_type_for(config: FusionConfig, labels: torch.Tensor) -> str:
     return "multi_label_classification"
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
-    """Cross-entropy, BCE-with-logits or MSE, computed in float32. Single-label rows labelled ``-100`` are
-    ignored; a batch of only ``-100`` rows has loss 0 (see ``label_validation``)."""
+def summed_loss(
+    logits: torch.Tensor, labels: torch.Tensor, problem_type: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum of the per-item losses, number of items)`` in float32; an item is one label entry that is not -100.
+
+    Single-label: one item per sample (cross-entropy). Multi-label: one item per (sample, class) entry of the
+    multi-hot ``[B, C]`` labels (binary cross-entropy). Regression: one item per target value (squared error).
+    This is the count transformers' ``Trainer`` takes for ``num_items_in_batch`` (``labels.ne(-100).sum()``).
+    """
     logits = logits.float()
-    if problem_type == "regression":
-        if logits.shape[-1] == 1:
-            return nn.functional.mse_loss(logits.squeeze(-1), labels.float().view(-1))
-        return nn.functional.mse_loss(logits, labels.float())
     if problem_type == "single_label_classification":
-        # Mean over the labelled rows; rows labelled -100 are ignored, and an all -100 batch gives 0 (with a
-        # graph), not the 0/0 = NaN of the "mean" reduction.
         labels = labels.reshape(-1).long()
-        total = nn.functional.cross_entropy(
-            logits.view(-1, logits.shape[-1]), labels, ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
-    return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+        total = nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels, reduction="sum")
+        return total, labels.ne(IGNORE_INDEX).sum()
+    labels = labels.float()
+    if problem_type == "regression" and logits.shape[-1] == 1:
+        logits, labels = logits.squeeze(-1), labels.reshape(-1)
+    labelled = labels.ne(IGNORE_INDEX)
+    if problem_type == "regression":
+        per_item = nn.functional.mse_loss(logits, labels, reduction="none")
+    else:
+        per_item = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    return torch.where(labelled, per_item, torch.zeros_like(per_item)).sum(), labelled.sum()
+
+
+def classification_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    problem_type: str,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """Cross-entropy, BCE-with-logits or MSE in float32: the sum over items (see [`summed_loss`]) divided by
+    ``num_items_in_batch`` (the items of the whole accumulation window, all ranks) or, without it, by this
+    batch's items (the mean; 0 when every label is -100)."""
+    total, count = summed_loss(logits, labels, problem_type)
+    return total / (count.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
 
 
 def fusion_loss(
@@ -103,21 +123,35 @@ def fusion_loss(
     labels: torch.Tensor,
     masks: torch.Tensor,
     aux_weight: float,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    aux_num_items_in_batch: Mapping[str, torch.Tensor | int] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-    """Main loss plus ``aux_weight`` x the mean of the per-modality auxiliary losses, each over the samples where
-    that modality is present (``masks`` ``[B, M]``). Returns ``(loss, aux losses by name or None)``."""
+    """Main loss plus ``aux_weight`` x the mean over modalities of the per-modality auxiliary losses, each over the
+    samples where that modality is present (``masks`` ``[B, M]``). Each loss is a sum over items divided by its
+    window count (``num_items_in_batch`` / ``aux_num_items_in_batch``, see ``FusionModel.forward``) or, without,
+    by this batch's count. Returns ``(loss, this batch's mean aux loss by modality, or None)``."""
     problem_type = problem_type_for(config, labels)
-    loss = classification_loss(logits, labels, problem_type)
-    aux_losses = None
-    if aux_logits is not None and aux_weight > 0:
-        aux_losses = {
-            name: classification_loss(aux_logits[name][masks[:, i]], labels[masks[:, i]], problem_type)
-            for i, name in enumerate(config.modalities)
-            if bool(masks[:, i].any())
-        }
-        if aux_losses:
-            loss = loss + aux_weight * torch.stack(list(aux_losses.values())).mean()
-    return loss, aux_losses
+    total, count = summed_loss(logits, labels, problem_type)
+    loss = total / (count.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+    if aux_logits is None or aux_weight <= 0:
+        return loss, None
+    aux_losses, terms, modalities = {}, [], 0
+    for i, name in enumerate(config.modalities):
+        present = masks[:, i]
+        aux_total, aux_count = summed_loss(aux_logits[name][present], labels[present], problem_type)
+        if aux_num_items_in_batch is not None:
+            denominator = aux_num_items_in_batch[name]
+        elif num_items_in_batch is not None:
+            denominator = num_items_in_batch * aux_count / count.clamp(min=1)
+        else:
+            denominator = aux_count
+        if bool(aux_count > 0):
+            aux_losses[name] = aux_total.detach() / aux_count  # this batch's mean, for logging
+            terms.append(aux_total / denominator)
+        modalities += int(bool(denominator > 0))
+    if terms:
+        loss = loss + aux_weight * torch.stack(terms).sum() / modalities
+    return loss, aux_losses or None
 
 
 def load_encoder(
@@ -161,7 +195,7 @@ class FusionPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
-    accepts_loss_kwargs = False
+    accepts_loss_kwargs = True  # forward normalises by `num_items_in_batch` (exact gradient accumulation)
     hub_uploader: ClassVar[Callable[..., Any] | None] = None
     """``push_to_hub``'s implementation, set by the package root (the model layer cannot import the Hub layer)."""
 
@@ -397,6 +431,8 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         return_dict: bool | None = None,
         aux_loss_weight: float | None = None,
         output_attentions: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        aux_num_items_in_batch: Mapping[str, torch.Tensor | int] | None = None,
         **inputs: Any,
     ) -> FusionModelOutput | tuple:
         r"""Encode, pool and project every modality in the batch, fuse them and classify; with ``labels`` also the
@@ -410,6 +446,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             aux_loss_weight (`float`, *optional*): overrides ``config.aux_loss_weight`` for this call (the
                 trainer's schedule uses it).
             output_attentions (`bool`): token-level fusions also return ``attentions`` maps (no fused kernel).
+            num_items_in_batch, aux_num_items_in_batch: window counts for exact accumulation ([`fusion_loss`]).
             **inputs: ``{name}_{field}`` tensors per modality ``name`` (each family's fields: ``encoder_adapters``):
 
                 - image: ``{name}_pixel_values`` ``[B, C, H, W]`` float.
@@ -450,15 +487,12 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             embeddings = torch.stack([projected[name].to(dtype) for name in self.config.modalities], dim=1)
             fused = self.fusion(embeddings, masks)
         logits = self.classifier(self.head_dropout(fused.fused))
-        aux_logits = (
-            {name: head(projected[name]) for name, head in self.aux_heads.items()}
-            if self.aux_heads is not None
-            else None
-        )
+        aux_logits = {n: head(projected[n]) for n, head in self.aux_heads.items()} if self.aux_heads else None
         loss, aux_losses = None, None
         if labels is not None:
-            aux_weight = self.config.aux_loss_weight if aux_loss_weight is None else aux_loss_weight
-            loss, aux_losses = fusion_loss(self.config, logits, aux_logits, labels, masks, aux_weight)
+            weight, counts = aux_loss_weight, (num_items_in_batch, aux_num_items_in_batch)
+            weight = self.config.aux_loss_weight if weight is None else weight
+            loss, aux_losses = fusion_loss(self.config, logits, aux_logits, labels, masks, weight, *counts)
         output = FusionModelOutput(
             loss=loss,
             logits=logits,

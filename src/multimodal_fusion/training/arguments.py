@@ -27,6 +27,13 @@ def _json_or_value(value: Any) -> Any:
         return value
 
 
+CONFIG_FILE_TYPES: dict[str, Any] = {
+    "trainable_layers": dict | int | str | None,
+    "gradual_unfreeze_limit": dict | int | str | None,
+}
+"""Types a config *file* may give where the annotation is narrower (the flag arrives as a string)."""
+
+
 @dataclass
 class ModelArguments:
     """Which encoders to fuse and how (names as in ``FusionConfig``), or a fusion checkpoint to continue."""
@@ -38,6 +45,11 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A saved fusion model (folder or Hub id) to continue from."}
     )
+    extend_labels: bool = field(
+        default=False,
+        metadata={"help": "With `model_name_or_path`: add classes of the data that the checkpoint does not know as "
+                  "new head rows (otherwise they are an error); the checkpoint's classes keep their ids and rows."},
+    )  # fmt: skip
     fusion: str = field(
         default="concat",
         metadata={"help": "concat | gated | attention | transformer | tensor | low_rank_tensor"},
@@ -175,6 +187,12 @@ class FusionTrainingArguments(TrainingArguments):
             "help": "Weight of the auxiliary losses over training: 'constant' or 'linear_decay' (to 0)."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Allow a non-empty `output_dir`: the earlier run's checkpoints and results are removed "
+                  "first (transformers 5 removed its own flag of this name). Without it such a folder is refused "
+                  "unless `resume_from_checkpoint` is set."},
+    )  # fmt: skip
     cache_embeddings: str = field(
         default="auto",
         metadata={"help": "Precompute frozen encoders' pooled embeddings once: 'auto' (when it applies), 'true', "

@@ -19,7 +19,6 @@ import datasets
 import transformers
 import yaml
 from transformers import HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..column_mapping import modality_columns
 from ..configs import available_configs, config_path
@@ -29,10 +28,13 @@ from ..hub import push_folder, write_model_card
 from ..modeling_fusion import FusionModel
 from ..prefix_cache import PrefixCacheCollator
 from ..processing_fusion import FusionProcessor
-from .arguments import DataArguments, FusionTrainingArguments, ModelArguments
+from .arguments import CONFIG_FILE_TYPES, DataArguments, FusionTrainingArguments, ModelArguments
+from .config_types import check_config_types
 from .embedding_cache_policy import apply_embedding_cache
+from .label_mapping import align_labels_to_checkpoint, extend_classification_heads
 from .metrics import build_compute_metrics
 from .prefix_policy import PrefixBoundaryCallback, apply_prefix_cache
+from .run_outputs import check_output_room, last_complete_checkpoint, merge_metrics, refuse_output_dir_reuse
 from .trainer import FusionTrainer
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ def parse_arguments(
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{argv[0]}: unknown keys {unknown}")
+        check_config_types(values, parser.dataclass_types, argv[0], CONFIG_FILE_TYPES)
         parser.set_defaults(**values)
         for action in parser._actions:  # a value from the file satisfies a required flag
             if action.dest in values:
@@ -196,12 +199,18 @@ def run(
         training_args.push_to_hub,
         False,
     )  # we push the final folder ourselves
+    refuse_output_dir_reuse(training_args)
     processor = build_processor(model_args, data_args)
     with training_args.main_process_first(desc="loading the dataset"):
         new_head = model_args.num_labels if not model_args.model_name_or_path else None
         loaded = load_data(data_args, processor, training_args, num_labels=new_head)
-    splits = loaded.dataset
     model = build_model(model_args, loaded)
+    if model_args.model_name_or_path:  # the data's classes by name, as the checkpoint numbers them
+        extend_classification_heads(
+            model, align_labels_to_checkpoint(loaded, model, model_args.extend_labels)
+        )
+    splits = loaded.dataset
+    check_output_room(training_args, model)
     # Embedding cache: frozen encoders run once over the data, then train from `{name}_embeds`.
     splits, _ = apply_embedding_cache(
         splits, model, processor, loaded.columns, training_args, skip_bad_samples=data_args.skip_bad_samples
@@ -236,7 +245,7 @@ def run(
     results: dict[str, Any] = {}
     resume = training_args.resume_from_checkpoint
     if resume == "last":
-        resume = get_last_checkpoint(training_args.output_dir)
+        resume = last_complete_checkpoint(training_args.output_dir)
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
@@ -256,8 +265,8 @@ def run(
     if collator.num_skipped:
         logger.warning(f"skipped {collator.num_skipped} unusable samples (see the log above for each)")
         results["skipped_samples"] = collator.num_skipped
-        trainer.save_metrics("all", {"skipped_samples": collator.num_skipped})
     if trainer.is_world_process_zero():
+        merge_metrics(training_args.output_dir, results)
         publish(model, data_args, training_args, results, push_to_hub)
     return RunOutput(trainer, results, splits)
 

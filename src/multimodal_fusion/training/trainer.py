@@ -1,6 +1,10 @@
 """FusionTrainer: transformers' Trainer with what a fusion model needs.
 
 - raw multimodal columns reach the collator (``remove_unused_columns`` off);
+- exact gradient accumulation: transformers' ``num_items_in_batch`` (the window's labelled items, all ranks) plus
+  per-modality counts for the auxiliary losses go to the model, whose loss is the window's sum over them; the
+  L2-SP gradient is added once per optimizer step;
+- checkpoints written to a staging folder and renamed into place when complete;
 - ``ddp_find_unused_parameters`` chosen from the model (on only when some trainable parameter can sit out a
   step: modality dropout, missing modalities in the data, wav2vec2 layerdrop);
 - per-encoder learning rates, every parameter in the optimizer from the start;
@@ -15,18 +19,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 from collections import defaultdict
 from typing import Any
 
 import torch
 from transformers import Trainer
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..modeling_fusion import FusionModel
 from .l2sp import L2SPPenalty
 from .param_groups import build_param_groups
+from .run_outputs import STAGING_DIR, publish_checkpoint
 from .unfreezing import UnfreezeCallback
 
 logger = logging.getLogger(__name__)
@@ -104,20 +113,48 @@ class FusionTrainer(Trainer):
         progress = min(self.state.global_step / self.state.max_steps, 1.0)
         return self.model.config.aux_loss_weight * (1.0 - progress)
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """transformers' window of micro-batches and its ``num_items_in_batch``, plus the per-modality labelled
+        counts of the window (all ranks) that normalise the auxiliary losses (``aux_num_items_in_batch``)."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._micro_batches_done = 0
+        self._aux_num_items = None
+        model = self.accelerator.unwrap_model(self.model)
+        if num_items_in_batch is not None and isinstance(model, FusionModel) and model.aux_heads is not None:
+            self._aux_num_items = aux_items_in_window(model, batch_samples, device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                gathered = self.accelerator.gather(
+                    torch.stack(list(self._aux_num_items.values())).unsqueeze(0)
+                )
+                self._aux_num_items = dict(zip(self._aux_num_items, gathered.sum(dim=0), strict=True))
+        return batch_samples, num_items_in_batch
+
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        """transformers' step; after the window's last micro-batch (gradients synchronised across ranks) the L2-SP
+        gradient is added once for the optimizer step (see ``l2sp.py``)."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.l2sp is not None:
+            self._micro_batches_done = getattr(self, "_micro_batches_done", 0) + 1
+            if self._micro_batches_done >= self.current_gradient_accumulation_steps:
+                scaler = getattr(self.accelerator, "scaler", None)
+                scale = scaler.get_scale() if scaler is not None else 1.0
+                self._extra_logs["l2sp_loss"].append(self.l2sp.add_gradient(self.model, scale))
+                self._micro_batches_done = 0
+        return loss
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         training = model.training
         if training and (weight := self.current_aux_loss_weight()) is not None:
             inputs = {**inputs, "aux_loss_weight": weight}
+        window_normalised = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        if training and window_normalised and getattr(self, "_aux_num_items", None) is not None:
+            inputs = {**inputs, "aux_num_items_in_batch": self._aux_num_items}
         loss, outputs = super().compute_loss(
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         if training and isinstance(outputs, dict) and outputs.get("aux_losses"):
             for name, value in outputs["aux_losses"].items():
                 self._extra_logs[f"aux_loss_{name}"].append(value.detach().float())
-        if training and self.l2sp is not None:
-            penalty = self.l2sp(self.model)
-            self._extra_logs["l2sp_loss"].append(penalty.detach())
-            loss = loss + penalty
         if not training and isinstance(outputs, dict) and outputs.get("modality_weights") is not None:
             self._eval_weights.append(outputs["modality_weights"].detach().float().mean(dim=0))
         return (loss, outputs) if return_outputs else loss
@@ -143,6 +180,36 @@ class FusionTrainer(Trainer):
         return output
 
     # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, trial) -> None:
+        """transformers' checkpoint, written to ``{output_dir}/.checkpoint-staging/checkpoint-N`` and renamed to
+        ``checkpoint-N`` once complete (all ranks done), so a kill mid-save never leaves a partial ``checkpoint-N``
+        and ``resume_from_checkpoint: last`` takes the last complete one."""
+        run_dir = self._get_output_dir(trial=trial)
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
+        if self.args.should_save:
+            shutil.rmtree(staging_root, ignore_errors=True)  # what a run killed while saving left
+        self.accelerator.wait_for_everyone()
+        self._get_output_dir = lambda trial=None: staging_root  # transformers writes the folder there
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        if self.state.best_model_checkpoint == staged:
+            self.state.best_model_checkpoint = final
+            if self.args.should_save:
+                self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            publish_checkpoint(staged, final)
+            with contextlib.suppress(OSError):
+                os.rmdir(staging_root)  # empty now
+            rotate_checkpoints(
+                run_dir, self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True
+            )
+        self.accelerator.wait_for_everyone()
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.model if model is None else model
         if self.l2sp is not None and isinstance(model, FusionModel):
@@ -184,6 +251,22 @@ class FusionTrainer(Trainer):
                 self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths
             )
         return super()._get_train_sampler(train_dataset)
+
+
+def aux_items_in_window(
+    model: FusionModel, batch_samples: list[dict[str, Any]], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Per modality: labelled items (label entries other than -100) of the samples that have the modality, over
+    the micro-batches of one accumulation window (before modality dropout, which is drawn in ``forward``)."""
+    counts = {name: torch.zeros((), dtype=torch.long, device=device) for name in model.config.modalities}
+    for batch in batch_samples:
+        labels = batch["labels"]
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        masks = model._prepare(inputs, labels)[2].to(labels.device)
+        labelled = labels.ne(-100).reshape(labels.shape[0], -1).sum(dim=1)
+        for i, name in enumerate(model.config.modalities):
+            counts[name] += labelled[masks[:, i]].sum().to(device)
+    return counts
 
 
 def _load_weights_via_from_pretrained(model: FusionModel, path: str) -> None:
