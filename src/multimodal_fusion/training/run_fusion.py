@@ -252,7 +252,23 @@ def run(
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
     results.update(train_result.metrics)
-    if eval_dataset is not None:
+    results.update(evaluate_splits(trainer, splits, data_args))
+    if collator.num_skipped:
+        logger.warning(f"skipped {collator.num_skipped} unusable samples (see the log above for each)")
+        results["skipped_samples"] = collator.num_skipped
+    if trainer.is_world_process_zero():
+        merge_metrics(training_args.output_dir, results)
+        publish(model, data_args, training_args, results, push_to_hub)
+    return RunOutput(trainer, results, splits)
+
+
+def evaluate_splits(
+    trainer: FusionTrainer, splits: datasets.DatasetDict, data_args: DataArguments
+) -> dict[str, Any]:
+    """Metrics on the validation split (``eval_*``) and the test split (``test_*``) where they exist; each set is
+    logged and saved as ``{eval,test}_results.json``."""
+    results: dict[str, Any] = {}
+    if trainer.eval_dataset is not None:
         metrics = trainer.evaluate(metric_key_prefix="eval")
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
@@ -262,13 +278,7 @@ def run(
         trainer.log_metrics("test", metrics)
         trainer.save_metrics("test", metrics)
         results.update(metrics)
-    if collator.num_skipped:
-        logger.warning(f"skipped {collator.num_skipped} unusable samples (see the log above for each)")
-        results["skipped_samples"] = collator.num_skipped
-    if trainer.is_world_process_zero():
-        merge_metrics(training_args.output_dir, results)
-        publish(model, data_args, training_args, results, push_to_hub)
-    return RunOutput(trainer, results, splits)
+    return results
 
 
 def setup_logging(training_args: FusionTrainingArguments) -> None:
