@@ -184,8 +184,9 @@ def prefix_hidden_states(
     model: FusionModel, name: str, fields: dict[str, torch.Tensor], num_frozen: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states entering block ``num_frozen + 1`` of modality ``name`` (``[B, T, D]``) and their token mask
-    (``[B, T]`` bool), computed as the live path computes them: a group-norm wav2vec2 front-end encodes each
-    distinct length unpadded (as ``FusionModel`` does), so its padded frames are masked out afterwards."""
+    (``[B, T]`` bool), computed as the live path computes them: a group-norm wav2vec2 front-end normalises
+    over each clip's valid frames only (the live path's masked GroupNorm); here each distinct length is encoded
+    unpadded, which gives the same values, and padded frames are masked out afterwards."""
     encoder = model.encoders[name]
     runner = prefix_runner(encoder)
     config = model.config.modalities[name].config

@@ -162,7 +162,8 @@ class Wav2Vec2PrefixRunner(PrefixRunner):
     projection, padded frames zeroed, convolutional position embedding (+ layer norm in the group-norm variant),
     then ``encoder.layers`` and, in the stable variant, the final ``encoder.layer_norm``.
 
-    Without ``attention_mask`` (the group-norm variant encodes each length unpadded) every frame is valid."""
+    Without ``attention_mask`` every frame is valid. The blocks run on the padded batch with its frame mask in both
+    variants, as the live path does (the group-norm front-end's masked GroupNorm makes one call exact there)."""
 
     model_classes = ("Wav2Vec2Model",)
 
@@ -218,22 +219,6 @@ class Wav2Vec2PrefixRunner(PrefixRunner):
             else torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
         )
         return hidden, block_mask, token_mask
-
-    def run_from_block(self, encoder, hidden, mask, num_frozen):
-        """As the live path: a group-norm front-end is encoded per distinct clip length, unpadded and without an
-        attention mask, so here too each distinct frame count runs on its own, in ascending order (same dropout
-        draws; exact while distinct clip lengths give distinct frame counts, as clips differing by >= one
-        20 ms frame do)."""
-        mask = mask.bool()
-        if encoder.config.feat_extract_norm != "group" or bool(mask.all()):
-            return super().run_from_block(encoder, hidden, mask, num_frozen)
-        lengths = mask.long().sum(dim=1)
-        out = hidden.new_zeros(hidden.shape)
-        for length in lengths.unique().tolist():
-            rows = (lengths == length).nonzero().squeeze(1)
-            part, _ = super().run_from_block(encoder, hidden[rows, :length], mask[rows, :length], num_frozen)
-            out = out.index_put((rows,), torch.nn.functional.pad(part, (0, 0, 0, hidden.shape[1] - length)))
-        return out, None
 
     def finish(self, encoder, hidden):
         if encoder.config.do_stable_layer_norm:
