@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "modality_encoding": MODEL,
     "encoder_layout": MODEL,
     "feature_encoder": MODEL,
+    "module_encoder": MODEL,
     "fusion_layers": MODEL,
     "pooling_layers": MODEL,
     # data layer: decoding, processor, collator, loading, bad samples
@@ -33,6 +34,7 @@ LAYERS: dict[str, int] = {
     "image_decoding": DATA,
     "processing_fusion": DATA,
     "processor_loading": DATA,
+    "module_processing": DATA,
     "column_mapping": DATA,
     "data_collator": DATA,
     "data_loading": DATA,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .configuration_fusion import KIND_FIELDS, FusionConfig
+from .configuration_fusion import FusionConfig
 from .input_validation import InputLimits, check_values
 
 SPECIAL_FIELDS = ("embeds", "mask")
@@ -43,7 +43,7 @@ def split_inputs(config: FusionConfig, inputs: Mapping[str, Any]) -> dict[str, d
         batch[owner][key[len(owner) + 1 :]] = value
     for name, fields in batch.items():
         kind = config.modalities[name].kind
-        required, optional = KIND_FIELDS[kind]
+        required, optional = config.modalities[name].batch_fields
         allowed = (*required, *optional, *SPECIAL_FIELDS)
         for field in fields:
             if field not in allowed:
@@ -123,18 +123,22 @@ def check_fields(
         value = fields["input_values"]
         if value.dim() != 2:
             fail("input_values", "[batch, samples] (mono waveform)", value)
+    elif kind == "audio" and "input_features" in fields:
+        value, width = fields["input_features"], spec.input_dim
+        if value.dim() != 3 or (width is not None and value.shape[2] != width):
+            fail("input_features", f"[batch, frames, {width or 'features'}] floats", value)
     elif kind == "text" and "input_ids" in fields:
         value = fields["input_ids"]
         if value.dim() != 2 or value.is_floating_point():
             fail("input_ids", "[batch, tokens] integer token ids", value)
     elif kind == "features" and "values" in fields:
         value = fields["values"]
-        if value.dim() != 2 or value.shape[1] != spec.input_dim:
+        if value.dim() != 2 or (spec.input_dim is not None and value.shape[1] != spec.input_dim):
             fail("values", f"[batch, {spec.input_dim}] floats", value)
-    main = KIND_FIELDS[kind][0][0]
-    for field in ("attention_mask", "token_type_ids"):
-        if field in fields and main in fields and fields[field].shape != fields[main].shape:
-            fail(field, f"the shape of '{name}_{main}' {tuple(fields[main].shape)}", fields[field])
+    main = spec.batch_fields[0][0]
+    for field in ("attention_mask", "token_type_ids"):  # [batch, steps], also for frames [batch, steps, F]
+        if field in fields and main in fields and fields[field].shape != fields[main].shape[:2]:
+            fail(field, f"the shape of '{name}_{main}' {tuple(fields[main].shape[:2])}", fields[field])
     check_values(name, kind, dict(fields), limits or InputLimits())
 
 

@@ -28,6 +28,9 @@ class ModalityEncodingMixin:
         fields = {
             k: v.to(dtype) if v.is_floating_point() and dtype is not None else v for k, v in fields.items()
         }
+        if spec.module is not None:  # your own network (module_encoder.ModuleEncoder)
+            hidden, token_mask = encoder(fields)
+            return hidden if hidden.dim() == 2 else self.poolers[name](hidden, token_mask, None)
         if spec.kind == "features":
             return encoder(fields["values"])
         token_mask = None

@@ -54,6 +54,24 @@ class MeanPooling(nn.Module):
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
 
 
+@register_pooling("last")
+class LastPooling(nn.Module):
+    """The last valid token per sample (the final step of a recurrent network, the last non-pad token of a
+    decoder): the highest position whose ``mask`` is True, so left and right padding both work."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor | None = None, pooler_output=None
+    ) -> torch.Tensor:
+        if mask is None:
+            return hidden[:, -1]
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        last = (mask.long() * (positions + 1)).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
 @register_pooling("pooler")
 class EncoderPooling(nn.Module):
     """The encoder's own pooled output (BERT's pooler, timm's global pool + head norm, ConvNeXt's pooled norm)."""
