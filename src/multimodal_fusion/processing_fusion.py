@@ -22,8 +22,9 @@ from transformers.utils import PushToHubMixin
 
 from .audio_decoding import decode_audio
 from .bad_samples import BadSampleError
-from .configuration_fusion import KIND_FIELDS
+from .configuration_fusion import KIND_FIELDS, MODULE_KIND_FIELDS
 from .image_decoding import decode_image
+from .module_processing import batch_frames, decode_frames
 from .processor_loading import (  # noqa: F401 (re-exported)
     PROCESSOR_SPEC_KEYS,
     ProcessorLoadingMixin,
@@ -115,7 +116,11 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
 
     @property
     def audio_modalities(self) -> list[str]:
-        return [name for name, spec in self.modalities.items() if spec["kind"] == "audio"]
+        return [
+            name
+            for name, spec in self.modalities.items()
+            if spec["kind"] == "audio" and not spec.get("frames")
+        ]
 
     @property
     def model_input_names(self) -> list[str]:
@@ -123,6 +128,11 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         names = []
         for name, spec in self.modalities.items():
             required, optional = KIND_FIELDS[spec["kind"]]
+            if spec["kind"] == "audio" and (
+                spec.get("frames")
+                or "input_features" in getattr(self.processors[name], "model_input_names", ())
+            ):
+                required, optional = MODULE_KIND_FIELDS["audio"]  # frames [B, T, F] for your own network
             names.extend(f"{name}_{field}" for field in (*required, *optional) if field != "position_ids")
             names.append(f"{name}_mask")
         return names
@@ -168,6 +178,8 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             if kind == "image":
                 layout = _for_modality(input_data_format, name) or spec.get("input_data_format")
                 return decode_image(value, layout)
+            if spec.get("frames"):  # precomputed frames for your own network
+                return decode_frames(spec["input_dim"], value)
             if kind == "audio":
                 rate = sampling_rate.get(name) if isinstance(sampling_rate, Mapping) else sampling_rate
                 target = spec["sampling_rate"]
@@ -299,7 +311,11 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         return {"pixel_values": (pixel_values, 0)}
 
     def _batch_audio(self, name: str, waves: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
+        if self.modalities[name].get("frames"):
+            return batch_frames(waves, self.modalities[name]["input_dim"])
         if not waves:
+            if "input_features" in getattr(self.processors[name], "model_input_names", ()):
+                return batch_frames([], self.processors[name].feature_size)
             return {
                 "input_values": (torch.zeros(0, 1), 0),
                 "attention_mask": (torch.zeros(0, 1, dtype=torch.int32), 0),
@@ -311,12 +327,13 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             return_attention_mask=True,
             return_tensors="pt",
         )
-        if "input_values" not in out:
+        field = "input_values" if "input_values" in out else "input_features"  # frames for your own network
+        if field not in out:
             raise ValueError(
-                f"modality '{name}': the feature extractor returned {sorted(out)}; the audio encoders this package "
-                "supports (wav2vec2 family) take raw `input_values`"
+                f"modality '{name}': the feature extractor returned {sorted(out)}; expected `input_values` "
+                "(wav2vec2 family) or `input_features` frames (module encoders)"
             )
-        return {"input_values": (out["input_values"], 0), "attention_mask": (out["attention_mask"], 0)}
+        return {field: (out[field], 0), "attention_mask": (out["attention_mask"], 0)}
 
     def _batch_text(self, name: str, texts: list[str]) -> dict[str, tuple[torch.Tensor, int]]:
         tokenizer = self.processors[name]
