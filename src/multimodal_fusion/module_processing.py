@@ -69,6 +69,23 @@ def module_processor_spec(name: str, spec: Mapping[str, Any], **hub_kwargs: Any)
     return out
 
 
+def gives_frames(spec: Mapping[str, Any], processor: Any) -> bool:
+    """Whether an audio modality yields ``input_features`` frames (precomputed, or from its feature extractor)."""
+    return bool(spec.get("frames")) or "input_features" in getattr(processor, "model_input_names", ())
+
+
+def audio_fields(name: str, out: Mapping[str, Any]) -> dict[str, tuple[torch.Tensor, int]]:
+    """A feature extractor's batch: ``input_values`` (wav2vec2 family) or ``input_features`` frames (your own
+    network), with its ``attention_mask`` (both padded with 0)."""
+    field = "input_values" if "input_values" in out else "input_features"
+    if field not in out:
+        raise ValueError(
+            f"modality '{name}': the feature extractor returned {sorted(out)}; expected `input_values` "
+            "(wav2vec2 family) or `input_features` frames (module encoders)"
+        )
+    return {field: (out[field], 0), "attention_mask": (out["attention_mask"], 0)}
+
+
 def decode_frames(input_dim: int, value: Any) -> np.ndarray:
     """One precomputed frame sequence -> float32 ``[T, input_dim]`` (T >= 1, finite values)."""
     if hasattr(value, "detach"):

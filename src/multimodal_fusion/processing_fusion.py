@@ -24,7 +24,7 @@ from .audio_decoding import decode_audio
 from .bad_samples import BadSampleError
 from .configuration_fusion import KIND_FIELDS, MODULE_KIND_FIELDS
 from .image_decoding import decode_image
-from .module_processing import batch_frames, decode_frames
+from .module_processing import audio_fields, batch_frames, decode_frames, gives_frames
 from .processor_loading import (  # noqa: F401 (re-exported)
     PROCESSOR_SPEC_KEYS,
     ProcessorLoadingMixin,
@@ -117,9 +117,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
     @property
     def audio_modalities(self) -> list[str]:
         return [
-            name
-            for name, spec in self.modalities.items()
-            if spec["kind"] == "audio" and not spec.get("frames")
+            n for n, spec in self.modalities.items() if spec["kind"] == "audio" and not spec.get("frames")
         ]
 
     @property
@@ -127,12 +125,8 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         """Batch keys this processor can produce (``{name}_mask`` appears only when a sample is missing)."""
         names = []
         for name, spec in self.modalities.items():
-            required, optional = KIND_FIELDS[spec["kind"]]
-            if spec["kind"] == "audio" and (
-                spec.get("frames")
-                or "input_features" in getattr(self.processors[name], "model_input_names", ())
-            ):
-                required, optional = MODULE_KIND_FIELDS["audio"]  # frames [B, T, F] for your own network
+            frames = spec["kind"] == "audio" and gives_frames(spec, self.processors[name])  # your own network
+            required, optional = (MODULE_KIND_FIELDS if frames else KIND_FIELDS)[spec["kind"]]
             names.extend(f"{name}_{field}" for field in (*required, *optional) if field != "position_ids")
             names.append(f"{name}_mask")
         return names
@@ -311,29 +305,16 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         return {"pixel_values": (pixel_values, 0)}
 
     def _batch_audio(self, name: str, waves: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
-        if self.modalities[name].get("frames"):
-            return batch_frames(waves, self.modalities[name]["input_dim"])
+        spec, processor = self.modalities[name], self.processors[name]
+        if spec.get("frames") or not waves and gives_frames(spec, processor):  # for your own network
+            return batch_frames(waves, spec.get("input_dim") or processor.feature_size)
         if not waves:
-            if "input_features" in getattr(self.processors[name], "model_input_names", ()):
-                return batch_frames([], self.processors[name].feature_size)
             return {
                 "input_values": (torch.zeros(0, 1), 0),
                 "attention_mask": (torch.zeros(0, 1, dtype=torch.int32), 0),
             }
-        out = self.processors[name](
-            waves,
-            sampling_rate=self.modalities[name]["sampling_rate"],
-            padding=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
-        field = "input_values" if "input_values" in out else "input_features"  # frames for your own network
-        if field not in out:
-            raise ValueError(
-                f"modality '{name}': the feature extractor returned {sorted(out)}; expected `input_values` "
-                "(wav2vec2 family) or `input_features` frames (module encoders)"
-            )
-        return {field: (out[field], 0), "attention_mask": (out["attention_mask"], 0)}
+        kwargs = {"padding": True, "return_attention_mask": True, "return_tensors": "pt"}
+        return audio_fields(name, processor(waves, sampling_rate=spec["sampling_rate"], **kwargs))
 
     def _batch_text(self, name: str, texts: list[str]) -> dict[str, tuple[torch.Tensor, int]]:
         tokenizer = self.processors[name]
