@@ -24,6 +24,8 @@ from .audio_decoding import decode_audio
 from .bad_samples import BadSampleError
 from .configuration_fusion import KIND_FIELDS
 from .image_decoding import decode_image
+from .module_adapter import MODULE_KIND_FIELDS
+from .module_processing import batch_frames, decode_frames, gives_frames
 from .processor_loading import (  # noqa: F401 (re-exported)
     PROCESSOR_SPEC_KEYS,
     ProcessorLoadingMixin,
@@ -120,16 +122,19 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
 
     @property
     def audio_modalities(self) -> list[str]:
-        return [name for name, spec in self.modalities.items() if spec["kind"] == "audio"]
+        return [
+            n for n, spec in self.modalities.items() if spec["kind"] == "audio" and not spec.get("frames")
+        ]
 
     @property
     def model_input_names(self) -> list[str]:
         """Batch keys this processor can produce (``{name}_mask`` appears only when a sample is missing)."""
         names = []
         for name, spec in self.modalities.items():
-            fields = spec.get("input_fields") or [
-                f for f in sum(KIND_FIELDS[spec["kind"]], ()) if f != "position_ids"
-            ]
+            fields = spec.get("input_fields")
+            if not fields:  # generic kind fields; frames for an audio module encoder (your own network)
+                frames = spec["kind"] == "audio" and gives_frames(spec, self.processors.get(name))
+                fields = sum((MODULE_KIND_FIELDS if frames else KIND_FIELDS)[spec["kind"]], ())
             names.extend(f"{name}_{field}" for field in fields if field != "position_ids")
             names.append(f"{name}_mask")
         return names
@@ -175,6 +180,8 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             if kind == "image":
                 layout = _for_modality(input_data_format, name) or spec.get("input_data_format")
                 return decode_image(value, layout)
+            if spec.get("frames"):  # precomputed frames for your own network
+                return decode_frames(spec["input_dim"], value)
             if kind == "audio":
                 rate = sampling_rate.get(name) if isinstance(sampling_rate, Mapping) else sampling_rate
                 target = spec["sampling_rate"]
@@ -306,8 +313,14 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         return {"pixel_values": (pixel_values, 0)}
 
     def _batch_audio(self, name: str, waves: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
-        spec = self.modalities[name]
-        fields = spec.get("input_fields") or ("input_values", "attention_mask")
+        spec, processor = self.modalities[name], self.processors[name]
+        frames = not spec.get("input_fields") and gives_frames(spec, processor)  # a module encoder's frames
+        if spec.get("frames") or not waves and frames:
+            return batch_frames(waves, spec.get("input_dim") or processor.feature_size)
+        fields = spec.get("input_fields") or (
+            "input_features" if frames else "input_values",
+            "attention_mask",
+        )
         if not waves:
             if fields[0] != "input_values":
                 return {}
