@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "encoder_layout": MODEL,
     "feature_encoder": MODEL,
     "module_encoder": MODEL,
+    "module_adapter": MODEL,
     "fusion_layers": MODEL,
     "pooling_layers": MODEL,
     "pipeline_fusion": MODEL,

@@ -31,7 +31,7 @@ from .label_validation import IGNORE_INDEX, check_labels
 from .load_report import expected_missing_keys
 from .modality_encoding import ModalityEncodingMixin
 from .model_freezing import EncoderFreezingMixin
-from .module_encoder import ModuleEncoder, build_module_encoder
+from .module_encoder import build_module_encoder, finish_module_encoders
 from .pooling_layers import POOLING_REGISTRY
 from .token_sequences import TokenSequenceMixin
 
@@ -345,7 +345,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         every parameter trainable). Networks given as instances to ``from_encoders`` are passed back with
         ``encoders={name: network}`` (import-path ones are rebuilt from the config)."""
         model, info = super().from_pretrained(*args, **{**kwargs, "output_loading_info": True})
-        model._finish_module_encoders(info)
+        finish_module_encoders(model.encoders, info)
         dtype = kwargs.get("dtype")
         dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
         if isinstance(dtype, torch.dtype) and any(p.dtype != dtype for p in model.parameters()):
@@ -353,29 +353,6 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             model.to(dtype)
         model.apply_trainable_layers()
         return (model, info) if kwargs.get("output_loading_info") else model
-
-    def _finish_module_encoders(self, info: dict[str, Any]) -> None:
-        """Every weight of a module encoder comes from the checkpoint (a network passed back with ``encoders=``
-        that does not match is an error, not a silently re-initialised encoder); non-persistent buffers get back
-        the values the network computed at construction."""
-        for name, encoder in self.encoders.items():
-            if not isinstance(encoder, ModuleEncoder):
-                continue
-            prefix = f"encoders.{name}."
-            missing = sorted(k for k in info.get("missing_keys", ()) if k.startswith(prefix))
-            unexpected = sorted(k for k in info.get("unexpected_keys", ()) if k.startswith(prefix))
-            if missing or unexpected:
-                raise ValueError(
-                    f"modality '{name}': the module does not match the saved one: missing keys {missing[:10]}, "
-                    f"unexpected keys {unexpected[:10]}"
-                )
-            encoder.restore_non_persistent_buffers()
-            with torch.no_grad():  # own memory: tensors left in the mmapped file are misaligned, and some CPU
-                for tensor in (
-                    *encoder.parameters(),
-                    *encoder.buffers(),
-                ):  # kernels (LSTM) then round differently
-                    tensor.data = tensor.data.clone()
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """transformers' ``save_pretrained``, plus the ``fused-classification`` pipeline code that ``config.json``'s

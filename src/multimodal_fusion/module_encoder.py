@@ -17,6 +17,7 @@ import difflib
 import importlib
 import inspect
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -433,3 +434,30 @@ def module_layout(name: str, encoder: ModuleEncoder, spec: ModalitySpec) -> Enco
             )
         layout.always_trainable += sorted(owned)
     return layout
+
+
+def finish_module_encoders(encoders: Mapping[str, nn.Module], info: Mapping[str, Any]) -> None:
+    """After ``FusionModel.from_pretrained`` (``info``: its loading info): every weight of a module encoder comes
+    from the checkpoint (a network passed back with ``encoders=`` that does not match is an error, not a silently
+    re-initialised encoder); non-persistent buffers get back the values the network computed at construction.
+
+    Raises:
+        ValueError: naming the modality and the missing / unexpected keys.
+    """
+    for name, encoder in encoders.items():
+        if not isinstance(encoder, ModuleEncoder):
+            continue
+        prefix = f"encoders.{name}."
+        missing = sorted(k for k in info.get("missing_keys", ()) if k.startswith(prefix))
+        unexpected = sorted(k for k in info.get("unexpected_keys", ()) if k.startswith(prefix))
+        if missing or unexpected:
+            raise ValueError(
+                f"modality '{name}': the module does not match the saved one: missing keys {missing[:10]}, "
+                f"unexpected keys {unexpected[:10]}"
+            )
+        encoder.restore_non_persistent_buffers()
+        # own memory: tensors left in the mmapped file are misaligned, and some CPU kernels (LSTM) then round
+        # differently
+        with torch.no_grad():
+            for tensor in (*encoder.parameters(), *encoder.buffers()):
+                tensor.data = tensor.data.clone()

@@ -21,6 +21,8 @@ from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .bad_samples import BadSampleError
+from .configuration_fusion import KIND_FIELDS
+from .module_adapter import MODULE_KIND_FIELDS
 
 DEFAULT_IMAGE_SIZE = 224
 """Side of the square images the default module image processor produces when the spec has no ``image_size``."""
@@ -74,16 +76,13 @@ def gives_frames(spec: Mapping[str, Any], processor: Any) -> bool:
     return bool(spec.get("frames")) or "input_features" in getattr(processor, "model_input_names", ())
 
 
-def audio_fields(name: str, out: Mapping[str, Any]) -> dict[str, tuple[torch.Tensor, int]]:
-    """A feature extractor's batch: ``input_values`` (wav2vec2 family) or ``input_features`` frames (your own
-    network), with its ``attention_mask`` (both padded with 0)."""
-    field = "input_values" if "input_values" in out else "input_features"
-    if field not in out:
-        raise ValueError(
-            f"modality '{name}': the feature extractor returned {sorted(out)}; expected `input_values` "
-            "(wav2vec2 family) or `input_features` frames (module encoders)"
-        )
-    return {field: (out[field], 0), "attention_mask": (out["attention_mask"], 0)}
+def processor_fields(spec: Mapping[str, Any], processor: Any) -> tuple[str, ...]:
+    """Batch fields a sub-processor yields: the encoder family's saved ``input_fields``, else its kind's (for an
+    audio module encoder, ``input_features`` frames + ``attention_mask``)."""
+    if spec.get("input_fields"):
+        return tuple(spec["input_fields"])
+    frames = spec["kind"] == "audio" and gives_frames(spec, processor)
+    return sum((MODULE_KIND_FIELDS if frames else KIND_FIELDS)[spec["kind"]], ())
 
 
 def decode_frames(input_dim: int, value: Any) -> np.ndarray:

@@ -22,10 +22,8 @@ from transformers.utils import PushToHubMixin
 
 from .audio_decoding import decode_audio
 from .bad_samples import BadSampleError
-from .configuration_fusion import KIND_FIELDS
 from .image_decoding import decode_image
-from .module_adapter import MODULE_KIND_FIELDS
-from .module_processing import batch_frames, decode_frames, gives_frames
+from .module_processing import batch_frames, decode_frames, processor_fields
 from .processor_loading import (  # noqa: F401 (re-exported)
     PROCESSOR_SPEC_KEYS,
     ProcessorLoadingMixin,
@@ -131,10 +129,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         """Batch keys this processor can produce (``{name}_mask`` appears only when a sample is missing)."""
         names = []
         for name, spec in self.modalities.items():
-            fields = spec.get("input_fields")
-            if not fields:  # generic kind fields; frames for an audio module encoder (your own network)
-                frames = spec["kind"] == "audio" and gives_frames(spec, self.processors.get(name))
-                fields = sum((MODULE_KIND_FIELDS if frames else KIND_FIELDS)[spec["kind"]], ())
+            fields = processor_fields(spec, self.processors.get(name))
             names.extend(f"{name}_{field}" for field in fields if field != "position_ids")
             names.append(f"{name}_mask")
         return names
@@ -314,24 +309,17 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
 
     def _batch_audio(self, name: str, waves: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
         spec, processor = self.modalities[name], self.processors[name]
-        frames = not spec.get("input_fields") and gives_frames(spec, processor)  # a module encoder's frames
-        if spec.get("frames") or not waves and frames:
-            return batch_frames(waves, spec.get("input_dim") or processor.feature_size)
-        fields = spec.get("input_fields") or (
-            "input_features" if frames else "input_values",
-            "attention_mask",
-        )
-        if not waves:
-            if fields[0] != "input_values":
-                return {}
-            return {
-                "input_values": (torch.zeros(0, 1), 0),
-                "attention_mask": (torch.zeros(0, 1, dtype=torch.int32), 0),
+        fields = processor_fields(spec, processor)
+        if spec.get("frames") or not waves and not spec.get("input_fields") and fields[0] == "input_features":
+            return batch_frames(waves, spec.get("input_dim") or processor.feature_size)  # your own network
+        if not waves:  # an all-missing batch: placeholders for waveform encoders only
+            empty = {
+                "input_values": torch.zeros(0, 1),
+                "attention_mask": torch.zeros(0, 1, dtype=torch.int32),
             }
+            return {k: (v, 0) for k, v in empty.items()} if fields[0] == "input_values" else {}
         call_kwargs = spec.get("call_kwargs") or {"padding": True, "return_attention_mask": True}
-        out = self.processors[name](
-            waves, sampling_rate=spec["sampling_rate"], return_tensors="pt", **call_kwargs
-        )
+        out = processor(waves, sampling_rate=spec["sampling_rate"], return_tensors="pt", **call_kwargs)
         if fields[0] not in out:
             raise ValueError(
                 f"modality '{name}': the feature extractor returned {sorted(out)}; the encoder takes '{fields[0]}'"
