@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from torch import nn
 from transformers import CONFIG_MAPPING, PretrainedConfig
 
 from .encoder_adapters import adapter_class_for, tower_config
 from .encoder_adapters import infer_kind as adapter_infer_kind
+from .module_adapter import ModuleAdapter  # noqa: F401 (registers the "module" adapter for `adapter_for`)
 from .pooling_layers import POOLING_REGISTRY
 from .token_fusion_layers import FUSION_REGISTRY  # the registry, with the token-level fusions registered
 
@@ -127,6 +129,15 @@ class ModalitySpec:
     input_dim: int | None = None
     hidden_sizes: list[int] | None = None
     interpolate_pos_encoding: bool | None = None
+    module: str | None = None
+    module_kwargs: dict[str, Any] | None = None
+    module_from_instance: bool = False
+    weights: str | None = None
+    feature_layer: str | None = None
+    blocks: str | None = None
+    trainable_modules: list[str] | None = None
+    image_size: int | None = None
+    output_dim: int | None = None
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -163,13 +174,18 @@ class ModalitySpec:
             )
         values = {key: value for key, value in spec.items() if value is not None}
         values["config"] = _resolve_encoder_config(name, copy.deepcopy(values.get("config")))
+        if values.get("trainable_modules") and "trainable_layers" not in values:
+            values["trainable_layers"] = 0  # naming the submodules that train freezes the rest
         out = cls(**values)
         out._validate(name)
         return out
 
     def _validate(self, name: str) -> None:
-        self.kind = resolve_kind(name, self.kind, self.config is not None, self.input_dim)
-        if self.kind == "features":
+        if self.module is None:
+            self.kind = resolve_kind(name, self.kind, self.config is not None, self.input_dim)
+        if self.module is not None:
+            self._validate_module(name)
+        elif self.kind == "features":
             self.input_dim = check_input_dim(name, self.input_dim)
             sizes = self.hidden_sizes if self.hidden_sizes is not None else [self.input_dim]
             if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
@@ -217,6 +233,50 @@ class ModalitySpec:
             raise ValueError(f"modality '{name}': `interpolate_pos_encoding` must be true, false or null")
         if self.layer is not None and self.config.model_type == "timm_wrapper":
             raise ValueError(f"modality '{name}': `layer` is not supported for timm encoders; leave it None")
+
+    def _validate_module(self, name: str) -> None:
+        """Your own network (``module_encoder.py``): an instance is recorded as its class path with
+        ``module_from_instance`` (it is passed back when the model is loaded); the other keys are checked."""
+        if isinstance(self.module, nn.Module):
+            cls = type(self.module)
+            self.module, self.module_from_instance = f"{cls.__module__}:{cls.__qualname__}", True
+        elif (
+            not isinstance(self.module, str) or self.module.count(":") != 1 or not all(self.module.split(":"))
+        ):
+            raise ValueError(
+                f"modality '{name}': `module` must be an nn.Module or an import path 'package.module:factory', "
+                f"got {self.module!r}"
+            )
+        if self.kind not in MODALITY_KINDS:
+            raise ValueError(
+                f"modality '{name}': a `module` encoder needs `kind`, one of {MODALITY_KINDS}; got {self.kind!r}"
+            )
+        if self.module_kwargs is not None and not isinstance(self.module_kwargs, Mapping):
+            raise ValueError(f"modality '{name}': `module_kwargs` must be a dict of constructor arguments")
+        self.module_kwargs = dict(self.module_kwargs or {})
+        self.module_from_instance = bool(self.module_from_instance)
+        for key in ("feature_layer", "blocks"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise ValueError(f"modality '{name}': `{key}` must be a module name like 'avgpool'")
+        modules = (
+            [self.trainable_modules] if isinstance(self.trainable_modules, str) else self.trainable_modules
+        )
+        if modules is not None and (
+            not isinstance(modules, (list, tuple)) or not all(isinstance(m, str) and m for m in modules)
+        ):
+            raise ValueError(f"modality '{name}': `trainable_modules` must be a list of submodule names")
+        self.trainable_modules = list(modules or [])
+        for key in ("image_size", "output_dim", "input_dim"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"modality '{name}': `{key}` must be a positive integer, got {value!r}")
+        self.weights = None if self.weights is None else str(self.weights)
+        if self.layer is not None:
+            raise ValueError(f"modality '{name}': a `module` encoder picks its output with `feature_layer`")
+        if self.pooling is not None and self.pooling not in POOLING_REGISTRY:
+            raise ValueError(
+                f"modality '{name}': `pooling` must be one of {sorted(POOLING_REGISTRY)}, got {self.pooling!r}"
+            )
 
     def to_dict(self, serializable: bool = True) -> dict[str, Any]:
         """Every field; with ``serializable`` the encoder config as a JSON-able dict (with ``model_type``)."""
@@ -301,6 +361,11 @@ class FusionConfig(PretrainedConfig):
             - ``learning_rate``: optional per-encoder learning rate (used by the trainer).
             - ``train_feature_encoder``: train wav2vec2's convolutional front-end too (default ``False``).
             - ``input_dim`` / ``hidden_sizes``: the MLP of a ``features`` modality.
+            - ``module`` (your own network: an ``nn.Module`` instance, recorded as its class path with
+              ``module_from_instance``, or ``"package.module:factory"``), ``module_kwargs``, ``weights`` (a
+              state-dict file, loaded by ``from_encoders``), ``feature_layer``, ``blocks``,
+              ``trainable_modules``, ``image_size``; ``output_dim`` is measured when the model is built. See
+              ``module_encoder.py``.
 
             Defaults to ``image`` (ViT), ``audio`` (wav2vec2) and ``text`` (BERT) with default-size configs.
         fusion (`str`, *optional*, defaults to `"concat"`):

@@ -144,6 +144,8 @@ def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: 
     keys = ("kind", "layer", "max_tokens", "input_dim", "hidden_sizes", *(() if tokens else ("pooling",)))
     model_settings = {key: spec.get(key) for key in keys}
     model_settings["tokens"] = tokens
+    if spec.get("module"):  # your own network: what it is and which node it reads
+        model_settings.update({key: spec.get(key) for key in ("module", "module_kwargs", "feature_layer")})
     encoder_config = spec.get("config")
     if encoder_config is not None:
         config = encoder_config.to_dict()
@@ -153,6 +155,10 @@ def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: 
     digest.update(_json(model_settings).encode())
     digest.update(_json(processor_settings(processor, name)).encode())
     _update_with_tensors(digest, model.encoders[name].state_dict())
+    if hasattr(
+        model.encoders[name], "non_persistent_buffers"
+    ):  # module encoders: buffers outside the weights
+        _update_with_tensors(digest, model.encoders[name].non_persistent_buffers())
     if name in model.poolers and not tokens:
         _update_with_tensors(digest, {f"pooler.{k}": v for k, v in model.poolers[name].state_dict().items()})
     return digest.hexdigest()

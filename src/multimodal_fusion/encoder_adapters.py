@@ -878,4 +878,6 @@ def infer_kind(config: PretrainedConfig) -> str | None:
 
 def adapter_for(spec: dict[str, Any]) -> EncoderAdapter:
     """The adapter of a normalised modality spec (``kind``, ``config`` and the spec options)."""
+    if spec.get("module") is not None:  # your own network (module_adapter.py, registered as "module")
+        return ENCODER_ADAPTERS["module"](None, spec)
     return adapter_class_for(spec.get("config"), spec.get("kind"))(spec.get("config"), spec)

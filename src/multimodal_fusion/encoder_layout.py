@@ -30,9 +30,17 @@ class EncoderLayout:
     unused: list[str] = field(default_factory=list)
     """Parameters that can never get a gradient with this pooling / layer (not trainable, so DDP needs no
     unused-parameter search)."""
+    always_trainable: list[str] = field(default_factory=list)
+    """Parameters that train whatever ``trainable_layers`` says (a module encoder's ``trainable_modules``)."""
 
     def trainable_names(self, trainable_layers: int | str, train_feature_encoder: bool = False) -> set[str]:
-        """Names that train for ``trainable_layers`` (0, top k blocks + final norm + pooler, or ``"all"``)."""
+        """Names that train for ``trainable_layers`` (0, top k blocks + final norm + pooler, or ``"all"``), plus
+        ``always_trainable``."""
+        return self._layer_names(trainable_layers, train_feature_encoder) | (
+            set(self.always_trainable) - set(self.unused)
+        )
+
+    def _layer_names(self, trainable_layers: int | str, train_feature_encoder: bool) -> set[str]:
         unused = set(self.unused)
         if trainable_layers == "all":
             names = self.embeddings + [n for b in self.blocks for n in b] + self.final + self.pooler

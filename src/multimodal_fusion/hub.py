@@ -51,7 +51,8 @@ def model_card(
     header = "---\n" + "\n".join(f"{k}: {json.dumps(v)}" for k, v in metadata.items()) + "\n---\n"
     rows = []
     for name, spec in config.modalities.items():
-        encoder = spec.get("path") or (spec["config"].model_type if spec.get("config") is not None else "MLP")
+        encoder = spec.get("module") or spec.get("path")  # your own network: its import path
+        encoder = encoder or (spec["config"].model_type if spec.get("config") is not None else "MLP")
         rows.append(
             f"| `{name}` | {spec['kind']} | `{encoder}` | {spec.get('pooling') or '-'} | {spec['trainable_layers']} |"
         )

@@ -12,6 +12,7 @@ from torch import nn
 from .configuration_fusion import check_trainable_layers
 from .encoder_layout import EncoderLayout, block_module_names, encoder_layout
 from .feature_encoder import FeatureEncoder
+from .module_encoder import ModuleEncoder, module_layout
 
 
 class EncoderFreezingMixin:
@@ -26,6 +27,8 @@ class EncoderFreezingMixin:
             if isinstance(encoder, FeatureEncoder):
                 names = [n for n, _ in encoder.named_parameters()]
                 self._layouts[name] = EncoderLayout(blocks=[names])
+            elif isinstance(encoder, ModuleEncoder):
+                self._layouts[name] = module_layout(name, encoder, spec)
             else:
                 adapter = self.adapters[name]
                 self._layouts[name] = encoder_layout(
@@ -75,6 +78,8 @@ class EncoderFreezingMixin:
                 spec.trainable_layers, spec.train_feature_encoder
             )
         except ValueError as error:
+            if str(error).startswith(f"modality '{name}'"):
+                raise
             raise ValueError(f"modality '{name}': {error}") from None
         for param_name, param in self.encoders[name].named_parameters():
             param.requires_grad_(param_name in trainable)

@@ -22,7 +22,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .batch_inputs import batch_size_of, check_fields, drop_modalities, presence, split_inputs
-from .configuration_fusion import FusionConfig, encoder_tower_config, infer_kind
+from .configuration_fusion import FusionConfig, ModalitySpec, encoder_tower_config, infer_kind
 from .encoder_adapters import EncoderAdapter, adapter_class_for, adapter_for
 from .encoder_layout import EncoderLayout
 from .fusion_layers import FUSION_REGISTRY
@@ -31,6 +31,7 @@ from .label_validation import IGNORE_INDEX, check_labels
 from .load_report import expected_missing_keys
 from .modality_encoding import ModalityEncodingMixin
 from .model_freezing import EncoderFreezingMixin
+from .module_encoder import build_module_encoder, finish_module_encoders
 from .pooling_layers import POOLING_REGISTRY
 from .token_sequences import TokenSequenceMixin
 
@@ -246,7 +247,9 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         for name, spec in config.modalities.items():
             adapter = self.adapters[name] = adapter_for(spec)
             encoder = encoders.get(name)
-            if encoder is None:
+            if spec.module is not None:  # your own network: built, passed back (or built by from_encoders)
+                encoder = build_module_encoder(name, spec, encoder)
+            elif encoder is None:
                 encoder = adapter.build()
             elif spec.config is not None:
                 spec.config._attn_implementation_internal = encoder.config._attn_implementation
@@ -298,7 +301,8 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         Args:
             encoders: modality name -> Hub id / local folder, or a spec dict (``path``, ``kind``, ``pooling``,
                 ``layer``, ``trainable_layers``, ``learning_rate``, ``train_feature_encoder``; ``kind:
-                features`` with ``input_dim``/``hidden_sizes`` for dense vectors, no path needed).
+                features`` with ``input_dim``/``hidden_sizes`` for dense vectors, no path needed; ``module``
+                for your own network, see ``module_encoder.py``).
             trainable_layers: one value for every encoder, or name -> value (overrides the spec):
                 ``0`` frozen, ``k`` top k blocks, ``"all"`` (default).
             encoder_kwargs: passed to every encoder's ``from_pretrained`` (``attn_implementation``,
@@ -307,7 +311,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
 
         Every pretrained weight is kept bit-for-bit; only the new layers are initialised.
         """
-        specs: dict[str, dict[str, Any]] = {}
+        specs: dict[str, dict[str, Any] | ModalitySpec] = {}
         models: dict[str, nn.Module] = {}
         for name, spec in encoders.items():
             spec = {"path": spec} if isinstance(spec, str) else dict(spec)
@@ -316,7 +320,11 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
                     spec["trainable_layers"] = trainable_layers[name]
             elif trainable_layers is not None:
                 spec["trainable_layers"] = trainable_layers
-            if spec.get("kind") != "features" and spec.get("config") is None:
+            if spec.get("module") is not None:  # your own network: weights loaded here, into the full network
+                instance = spec["module"] if isinstance(spec["module"], nn.Module) else None
+                spec = ModalitySpec.from_dict(name, spec)
+                models[name] = build_module_encoder(name, spec, instance, load_weights=True)
+            elif spec.get("kind") != "features" and spec.get("config") is None:
                 if not spec.get("path"):
                     raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
                 models[name], spec["kind"] = load_encoder(
@@ -334,16 +342,17 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any):
         """Load a saved fusion model; the saved ``trainable_layers`` are re-applied (transformers' loader makes
-        every parameter trainable)."""
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        every parameter trainable). Networks given as instances to ``from_encoders`` are passed back with
+        ``encoders={name: network}`` (import-path ones are rebuilt from the config)."""
+        model, info = super().from_pretrained(*args, **{**kwargs, "output_loading_info": True})
+        finish_module_encoders(model.encoders, info)
         dtype = kwargs.get("dtype")
         dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
         if isinstance(dtype, torch.dtype) and any(p.dtype != dtype for p in model.parameters()):
             # Weights that went through transformers' key renaming (ViT's legacy names) keep the file's dtype.
             model.to(dtype)
         model.apply_trainable_layers()
-        return loaded
+        return (model, info) if kwargs.get("output_loading_info") else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """transformers' ``save_pretrained``, plus the ``fused-classification`` pipeline code that ``config.json``'s

@@ -22,8 +22,8 @@ from transformers.utils import PushToHubMixin
 
 from .audio_decoding import decode_audio
 from .bad_samples import BadSampleError
-from .configuration_fusion import KIND_FIELDS
 from .image_decoding import decode_image
+from .module_processing import batch_frames, decode_frames, processor_fields
 from .processor_loading import (  # noqa: F401 (re-exported)
     PROCESSOR_SPEC_KEYS,
     ProcessorLoadingMixin,
@@ -120,16 +120,16 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
 
     @property
     def audio_modalities(self) -> list[str]:
-        return [name for name, spec in self.modalities.items() if spec["kind"] == "audio"]
+        return [
+            n for n, spec in self.modalities.items() if spec["kind"] == "audio" and not spec.get("frames")
+        ]
 
     @property
     def model_input_names(self) -> list[str]:
         """Batch keys this processor can produce (``{name}_mask`` appears only when a sample is missing)."""
         names = []
         for name, spec in self.modalities.items():
-            fields = spec.get("input_fields") or [
-                f for f in sum(KIND_FIELDS[spec["kind"]], ()) if f != "position_ids"
-            ]
+            fields = processor_fields(spec, self.processors.get(name))
             names.extend(f"{name}_{field}" for field in fields if field != "position_ids")
             names.append(f"{name}_mask")
         return names
@@ -175,6 +175,8 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             if kind == "image":
                 layout = _for_modality(input_data_format, name) or spec.get("input_data_format")
                 return decode_image(value, layout)
+            if spec.get("frames"):  # precomputed frames for your own network
+                return decode_frames(spec["input_dim"], value)
             if kind == "audio":
                 rate = sampling_rate.get(name) if isinstance(sampling_rate, Mapping) else sampling_rate
                 target = spec["sampling_rate"]
@@ -306,19 +308,18 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         return {"pixel_values": (pixel_values, 0)}
 
     def _batch_audio(self, name: str, waves: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
-        spec = self.modalities[name]
-        fields = spec.get("input_fields") or ("input_values", "attention_mask")
-        if not waves:
-            if fields[0] != "input_values":
-                return {}
-            return {
-                "input_values": (torch.zeros(0, 1), 0),
-                "attention_mask": (torch.zeros(0, 1, dtype=torch.int32), 0),
+        spec, processor = self.modalities[name], self.processors[name]
+        fields = processor_fields(spec, processor)
+        if spec.get("frames") or not waves and not spec.get("input_fields") and fields[0] == "input_features":
+            return batch_frames(waves, spec.get("input_dim") or processor.feature_size)  # your own network
+        if not waves:  # an all-missing batch: placeholders for waveform encoders only
+            empty = {
+                "input_values": torch.zeros(0, 1),
+                "attention_mask": torch.zeros(0, 1, dtype=torch.int32),
             }
+            return {k: (v, 0) for k, v in empty.items()} if fields[0] == "input_values" else {}
         call_kwargs = spec.get("call_kwargs") or {"padding": True, "return_attention_mask": True}
-        out = self.processors[name](
-            waves, sampling_rate=spec["sampling_rate"], return_tensors="pt", **call_kwargs
-        )
+        out = processor(waves, sampling_rate=spec["sampling_rate"], return_tensors="pt", **call_kwargs)
         if fields[0] not in out:
             raise ValueError(
                 f"modality '{name}': the feature extractor returned {sorted(out)}; the encoder takes '{fields[0]}'"

@@ -34,6 +34,7 @@ from .configuration_fusion import (
 from .encoder_adapters import adapter_class_for
 from .image_decoding import normalize_input_data_format
 from .input_validation import max_text_positions, min_audio_samples
+from .module_processing import module_processor_spec
 
 logger = logging.get_logger(__name__)
 
@@ -89,6 +90,7 @@ PROCESSOR_SPEC_KEYS = (
     "input_data_format",
     "input_fields",
     "call_kwargs",
+    "frames",
 )
 """Saved per-modality fields of ``processor_config.json`` (``input_fields`` and ``call_kwargs``: the encoder
 family's batch fields and sub-processor call settings, from its adapter)."""
@@ -131,8 +133,10 @@ def normalize_processor_spec(name: str, spec: Any) -> tuple[dict[str, Any], Any]
     for key in ("input_fields", "call_kwargs"):  # the encoder family's fields and sub-processor settings
         if spec.get(key) is not None:
             out[key] = list(spec[key]) if key == "input_fields" else dict(spec[key])
-    if kind == "features":
+    if kind == "features" or (kind == "audio" and spec.get("frames")):  # vectors, or precomputed frames
         out["input_dim"] = check_input_dim(name, spec.get("input_dim"))
+        if kind == "audio":
+            out["frames"] = True
         return out, None
     expected = {"image": "an image processor", "audio": "a feature extractor", "text": "a tokenizer"}[kind]
     if kind_of_processor(processor) != kind:
@@ -224,6 +228,9 @@ class ProcessorLoadingMixin:
                 raise ValueError(f"modality '{name}': unknown spec keys {sorted(unknown)}")
             has_encoder = spec.get("config") is not None or bool(spec.get("path"))
             kind = resolve_kind(name, spec.get("kind"), has_encoder, spec.get("input_dim"))
+            if spec.get("module") is not None:  # your own network (module_processing.py)
+                modalities[name] = module_processor_spec(name, spec, **hub_kwargs)
+                continue
             if kind == "features":
                 modalities[name] = {"kind": "features", "input_dim": spec.get("input_dim")}
                 continue
@@ -358,7 +365,7 @@ class ProcessorLoadingMixin:
                 spec["processor"] = AutoTokenizer.from_pretrained(
                     path, subfolder=sub, config=PretrainedConfig(), **hub_kwargs
                 )
-            elif spec["kind"] != "features":
+            elif spec["kind"] != "features" and not spec.get("frames"):
                 spec["processor"] = _load_sub_processor(spec["kind"], path, None, subfolder=sub, **hub_kwargs)
             modalities[name] = spec
         max_audio_seconds = kwargs.get("max_audio_seconds", saved.get("max_audio_seconds"))

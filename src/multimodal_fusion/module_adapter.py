@@ -1,0 +1,100 @@
+"""The encoder adapter of a ``module`` modality (your own PyTorch network, ``module_encoder.py``): its batch
+fields per kind, shape checks, forward and output width, so the model treats it like any encoder family
+(``encoder_adapters``). Chosen by ``adapter_for`` whenever the spec has ``module``.
+
+This file is copied next to the weights by ``save_pretrained`` (``trust_remote_code`` loading), so it imports
+only torch, transformers and sibling modules of this folder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+
+from .encoder_adapters import EncoderAdapter, EncoderOutput, register_adapter
+
+MODULE_KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "image": (("pixel_values",), ()),
+    "audio": (("input_features",), ("attention_mask",)),
+    "text": (("input_ids",), ("attention_mask", "token_type_ids")),
+    "features": (("values",), ()),
+}
+"""(required, optional) batch fields of a ``module`` encoder per kind: audio comes as frame sequences ``[B, T, F]``
+(log-mel filterbanks, MFCCs...), not raw waveforms. Optional fields reach the network only when its ``forward``
+has a keyword of that name."""
+
+
+@register_adapter("module")
+class ModuleAdapter(EncoderAdapter):
+    """Your own network wrapped in a [`ModuleEncoder`] (built by ``module_encoder.build_module_encoder``, which
+    also measures ``output_dim`` and the default pooling into the spec). ``options`` is the modality's
+    ``ModalitySpec`` itself, read when the encoder exists (its ``output_dim`` is filled at build time)."""
+
+    default_pooling = None
+    pooler_prefixes = ()
+
+    def __init__(self, config: PretrainedConfig | None, options: Any = None):
+        super().__init__(config, None)
+        self.spec = options
+        self.kind = options["kind"]
+        self.input_fields, self.optional_fields = MODULE_KIND_FIELDS[self.kind]
+
+    @classmethod
+    def matches(cls, config: PretrainedConfig) -> bool:
+        return False
+
+    def build(self) -> nn.Module:
+        raise RuntimeError(
+            "a module encoder is built by module_encoder.build_module_encoder (it needs the name)"
+        )
+
+    def output_dim(self, encoder: nn.Module) -> int:
+        return int(self.spec["output_dim"])
+
+    def block_list(self, encoder: nn.Module) -> str | None:
+        return self.spec["blocks"]
+
+    def check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
+        """Shapes: ``pixel_values`` ``[B, 3, H, W]``, ``input_features`` ``[B, T, input_dim]``, ``input_ids``
+        ``[B, T]`` integers, ``values`` ``[B, input_dim]``; masks ``[B, T]`` like the main input."""
+        width = self.spec["input_dim"]
+        main = self.input_fields[0]
+        expected = {
+            "pixel_values": (4, "[batch, 3, height, width]"),
+            "input_features": (3, f"[batch, frames, {width or 'features'}] floats"),
+            "input_ids": (2, "[batch, tokens] integer token ids"),
+            "values": (2, f"[batch, {width}] floats"),
+        }[main]
+        value = fields.get(main)
+        if value is not None:
+            bad = value.dim() != expected[0]
+            bad = bad or (main == "pixel_values" and value.shape[1] != 3)
+            bad = bad or (main == "input_ids" and value.is_floating_point())
+            bad = bad or (
+                main in ("input_features", "values") and width is not None and value.shape[-1] != width
+            )
+            if bad:
+                raise ValueError(
+                    f"modality '{name}' ({self.kind}): field '{name}_{main}' must be {expected[1]}, "
+                    f"got shape {tuple(value.shape)}"
+                )
+        for field in (
+            "attention_mask",
+            "token_type_ids",
+        ):  # [batch, steps], also for frames [batch, steps, F]
+            if value is not None and field in fields and fields[field].shape != value.shape[:2]:
+                raise ValueError(
+                    f"modality '{name}' ({self.kind}): field '{name}_{field}' must be the shape of "
+                    f"'{name}_{main}' {tuple(value.shape[:2])}, got shape {tuple(fields[field].shape)}"
+                )
+
+    def encode(self, encoder: nn.Module, fields: dict[str, torch.Tensor], layer: int | None) -> EncoderOutput:
+        """``ModuleEncoder`` output: tokens ``[B, T, D]`` with their mask, or an already pooled ``[B, D]``."""
+        hidden, mask = encoder(fields)
+        return EncoderOutput(hidden, mask)
+
+    def supports_checkpointing(self, encoder: nn.Module) -> bool:
+        return False

@@ -1,0 +1,111 @@
+"""Pre-processing for module encoders (your own networks): which sub-processor a ``module`` modality gets.
+
+- image: your own transformers image processor (``processor``, or a ``path`` holding one), else the default
+  [`default_image_processor`]: resize to ``image_size`` x ``image_size`` (default 224), scale to [0, 1] and
+  normalise with the ImageNet mean/std, the recipe torchvision's ImageNet weights expect.
+- audio: a transformers feature extractor that returns ``input_features`` frames (``Speech2TextFeatureExtractor``
+  log-mel filterbanks, ``WhisperFeatureExtractor``...), else precomputed frames from the dataset (``[T, F]``
+  arrays, ``F = input_dim``), padded on the right with an ``attention_mask``.
+- text: your tokenizer (``processor``, or the tokenizer folder in ``path``).
+- features: float vectors of ``input_dim``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer, ViTImageProcessor
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from .bad_samples import BadSampleError
+from .configuration_fusion import KIND_FIELDS
+from .module_adapter import MODULE_KIND_FIELDS
+
+DEFAULT_IMAGE_SIZE = 224
+"""Side of the square images the default module image processor produces when the spec has no ``image_size``."""
+
+
+def default_image_processor(image_size: int | None = None) -> ViTImageProcessor:
+    """Resize to ``image_size`` x ``image_size`` (bilinear), rescale by 1/255, normalise with the ImageNet mean and
+    std; output ``pixel_values`` ``[B, 3, image_size, image_size]``. Saved and reloaded like any image processor."""
+    size = image_size or DEFAULT_IMAGE_SIZE
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": size, "width": size},
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=list(IMAGENET_DEFAULT_MEAN),
+        image_std=list(IMAGENET_DEFAULT_STD),
+    )
+
+
+def module_processor_spec(name: str, spec: Mapping[str, Any], **hub_kwargs: Any) -> dict[str, Any]:
+    """The [`FusionProcessor`] spec of a ``module`` modality (see the module docstring for the choices)."""
+    kind, path, processor = spec.get("kind"), spec.get("path"), spec.get("processor")
+    out: dict[str, Any] = {"kind": kind, "path": str(path) if path else None}
+    if kind == "features" or (kind == "audio" and processor is None and not path):
+        if not spec.get("input_dim"):
+            raise ValueError(
+                f"modality '{name}': give `input_dim` (the width of each {'frame' if kind == 'audio' else 'vector'})"
+                " or, for audio, a feature extractor (`processor` or `path`)"
+            )
+        out["input_dim"] = spec["input_dim"]
+        if kind == "audio":
+            out["frames"] = True
+        return out
+    if processor is None and path:
+        loader = {"image": AutoImageProcessor, "audio": AutoFeatureExtractor, "text": AutoTokenizer}[kind]
+        processor = loader.from_pretrained(str(path), **hub_kwargs)
+    if processor is None and kind == "image":
+        processor = default_image_processor(spec.get("image_size"))
+    if processor is None:
+        raise ValueError(
+            f"modality '{name}': a text module needs its tokenizer (`processor`, or its folder as `path`)"
+        )
+    out["processor"] = processor
+    if kind == "text" and spec.get("max_length"):
+        out["max_length"] = spec["max_length"]
+    return out
+
+
+def gives_frames(spec: Mapping[str, Any], processor: Any) -> bool:
+    """Whether an audio modality yields ``input_features`` frames (precomputed, or from its feature extractor)."""
+    return bool(spec.get("frames")) or "input_features" in getattr(processor, "model_input_names", ())
+
+
+def processor_fields(spec: Mapping[str, Any], processor: Any) -> tuple[str, ...]:
+    """Batch fields a sub-processor yields: the encoder family's saved ``input_fields``, else its kind's (for an
+    audio module encoder, ``input_features`` frames + ``attention_mask``)."""
+    if spec.get("input_fields"):
+        return tuple(spec["input_fields"])
+    frames = spec["kind"] == "audio" and gives_frames(spec, processor)
+    return sum((MODULE_KIND_FIELDS if frames else KIND_FIELDS)[spec["kind"]], ())
+
+
+def decode_frames(input_dim: int, value: Any) -> np.ndarray:
+    """One precomputed frame sequence -> float32 ``[T, input_dim]`` (T >= 1, finite values)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        frames = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise BadSampleError(f"frames must hold numbers ({error})") from None
+    if frames.ndim != 2 or frames.shape[1] != input_dim or frames.shape[0] == 0:
+        raise BadSampleError(f"frames of shape {frames.shape}; expected (frames >= 1, {input_dim})")
+    if not np.isfinite(frames).all():
+        raise BadSampleError("frames hold NaN/inf values; expected finite numbers")
+    return frames
+
+
+def batch_frames(frames: list[np.ndarray], input_dim: int) -> dict[str, tuple[torch.Tensor, int]]:
+    """Right-pad frame sequences to ``input_features`` ``[B, T, F]`` (zeros) + ``attention_mask`` ``[B, T]``."""
+    longest = max((len(f) for f in frames), default=1)
+    values = torch.zeros(len(frames), longest, input_dim)
+    mask = torch.zeros(len(frames), longest, dtype=torch.long)
+    for i, sequence in enumerate(frames):
+        values[i, : len(sequence)] = torch.from_numpy(sequence)
+        mask[i, : len(sequence)] = 1
+    return {"input_features": (values, 0), "attention_mask": (mask, 0)}
