@@ -142,12 +142,15 @@ def test_load_report_only_for_real_problems(tmp_path):
     try:
         FusionModel.from_encoders({"image": str(tmp_path / "no_pooler")}, num_labels=2)  # cls: pooler unused
         assert not [m for m in records.messages if "LOAD REPORT" in m]
-        FusionModel.from_encoders(
-            {"image": {"path": str(tmp_path / "no_pooler"), "pooling": "pooler"}}, num_labels=2
-        )
-        assert len([m for m in records.messages if "LOAD REPORT" in m]) == 1  # the pooler would be random
-        FusionModel.from_encoders({"image": str(tmp_path / "broken")}, num_labels=2)
-        assert len([m for m in records.messages if "LOAD REPORT" in m]) == 2  # a real missing weight
+        # the pooler would be random: reported, and the build fails naming the modality and the keys
+        with pytest.raises(ValueError, match=r"modality 'image'.*pooler\.dense"):
+            FusionModel.from_encoders(
+                {"image": {"path": str(tmp_path / "no_pooler"), "pooling": "pooler"}}, num_labels=2
+            )
+        assert len([m for m in records.messages if "LOAD REPORT" in m]) == 1
+        with pytest.raises(ValueError, match=r"modality 'image'.*layernorm\.weight"):  # a real missing weight
+            FusionModel.from_encoders({"image": str(tmp_path / "broken")}, num_labels=2)
+        assert len([m for m in records.messages if "LOAD REPORT" in m]) == 2
         assert "layernorm.weight" in records.messages[-1]
     finally:
         logger.removeHandler(records)

@@ -378,6 +378,28 @@ def cache_embeddings(
     return _cache_split(dataset, None, **options)
 
 
+def cache_fingerprint(
+    dataset: Dataset,
+    modality_columns: Mapping[str, str],
+    names: Sequence[str],
+    fingerprints: Mapping[str, str],
+    sampling_rate: Any = None,
+    storage_dtype: str = "float32",
+) -> str:
+    """Fingerprint of the cache file [`cache_embeddings`] writes for ``names`` cached together on ``dataset``:
+    the input dataset's fingerprint, its media files, each modality's column and [`embedding_fingerprint`]
+    (``fingerprints``), the sampling rate override and the storage dtype. 32 hex characters."""
+    payload = {
+        "dataset": dataset._fingerprint,
+        "media": media_files_signature(dataset, [modality_columns[name] for name in names]),
+        "modalities": [[name, modality_columns[name], fingerprints[name]] for name in names],
+        "sampling_rate": sampling_rate,
+        "version": CACHE_VERSION,
+        "storage_dtype": storage_dtype,
+    }
+    return hashlib.sha256(_json(payload).encode()).hexdigest()[:32]
+
+
 def _mtime(path: str | None) -> int | None:
     return os.stat(path).st_mtime_ns if path and os.path.isfile(path) else None
 
@@ -405,18 +427,14 @@ def _cache_split(
     if missing:
         raise ValueError(f"columns {missing} not in the dataset (columns: {dataset.column_names})")
     row_column = ROW_INDEX_COLUMN if ROW_INDEX_COLUMN in dataset.column_names else None
-    new_fingerprint = hashlib.sha256(
-        _json(
-            {
-                "dataset": dataset._fingerprint,
-                "media": media_files_signature(dataset, list(modality_columns.values())),
-                "modalities": [[name, modality_columns[name], fingerprints[name]] for name in names],
-                "sampling_rate": sampling_rate,
-                "version": CACHE_VERSION,
-                "storage_dtype": storage_dtype,
-            }
-        ).encode()
-    ).hexdigest()[:32]
+    new_fingerprint = cache_fingerprint(
+        dataset,
+        modality_columns,
+        names,
+        fingerprints,
+        sampling_rate=sampling_rate,
+        storage_dtype=storage_dtype,
+    )
     features = dataset.features.copy()
     for name in names:
         vector = datasets.List(datasets.Value(storage_dtype), length=model.pooled_dims[name])

@@ -10,7 +10,6 @@ it; with ``ablations`` it also scores every row with modalities masked out, from
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -25,13 +24,11 @@ from datasets import Dataset
 from .bad_samples import BadSampleError
 from .data_collator import ROW_INDEX_COLUMN, _embeds_fields
 from .embedding_cache import (
-    CACHE_VERSION,
-    _json,
     cache_embeddings,
+    cache_fingerprint,
     embedding_fingerprint,
     embeds_column,
     has_random_augmentation,
-    media_files_signature,
 )
 from .modeling_fusion import FusionModel
 from .processing_fusion import FusionProcessor
@@ -63,23 +60,6 @@ class PredictionOutput:
     cached_modalities: list[str] = field(default_factory=list)
 
 
-def _split_fingerprint(
-    dataset: Dataset,
-    modality_columns: Mapping[str, str],
-    names: Sequence[str],
-    fingerprints: Mapping[str, str],
-) -> str:
-    """The cache fingerprint ``embedding_cache.cache_embeddings`` gives ``names`` cached together on ``dataset``."""
-    payload = {
-        "dataset": dataset._fingerprint,
-        "media": media_files_signature(dataset, [modality_columns[n] for n in names]),
-        "modalities": [[name, modality_columns[name], fingerprints[name]] for name in names],
-        "sampling_rate": None,
-        "version": CACHE_VERSION,
-    }
-    return hashlib.sha256(_json(payload).encode()).hexdigest()[:32]
-
-
 def find_cached_embeddings(
     dataset: Dataset, model: FusionModel, processor: FusionProcessor, modality_columns: Mapping[str, str]
 ) -> list[str]:
@@ -100,7 +80,7 @@ def find_cached_embeddings(
     fingerprints = {name: embedding_fingerprint(model, processor, name) for name in candidates}
     for size in range(len(candidates), 0, -1):
         for names in itertools.combinations(candidates, size):
-            fingerprint = _split_fingerprint(dataset, modality_columns, names, fingerprints)
+            fingerprint = cache_fingerprint(dataset, modality_columns, names, fingerprints)
             if os.path.exists(os.path.join(folder, f"cache-{fingerprint}.arrow")):
                 return list(names)
     return []
