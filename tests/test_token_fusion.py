@@ -16,6 +16,7 @@ from tiny_data import write_tiny_dataset
 
 from multimodal_fusion import FusionDataCollator, FusionModel, FusionProcessor, load_fusion_dataset
 from multimodal_fusion.embedding_cache import cache_embeddings, embedding_fingerprint
+from multimodal_fusion.token_fusion_layers import sinusoidal_positions
 from multimodal_fusion.token_sequences import reduce_tokens
 from tiny_encoders import random_batch, select_rows
 
@@ -112,6 +113,82 @@ def test_one_modality_left_and_weights(tiny_paths, fusion):
     torch.testing.assert_close(out.modality_weights.sum(dim=1), torch.ones(3))
     alone = model(**select_rows({k: v for k, v in batch.items()}, [0])).logits
     torch.testing.assert_close(alone[0], out.logits[0], rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------- positions
+def test_sinusoidal_positions_count_real_tokens_only():
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 1]]).bool()  # right, left, gaps
+    features = sinusoidal_positions(mask, 6)
+    frequencies = [10000.0 ** (-i / 3) for i in range(3)]  # independent: the Transformer's formula, d = 6
+    for row in range(3):
+        for position, index in enumerate(mask[row].nonzero().flatten().tolist()):
+            expected = [math.sin(position * f) for f in frequencies] + [
+                math.cos(position * f) for f in frequencies
+            ]
+            torch.testing.assert_close(features[row, index], torch.tensor(expected))
+    assert sinusoidal_positions(mask, 7).shape == (3, 5, 7)  # odd size: zero-padded last feature
+
+
+def _with_image_tokens(model, batch, order):
+    tokens = model.get_modality_tokens(**batch)
+    cached = {k: v for k, v in batch.items() if not k.startswith("image")}
+    cached["image_token_embeds"] = tokens["image"][0][:, order]
+    cached["image_token_mask"] = tokens["image"][1][:, order]
+    return cached
+
+
+def _strong_positions(model):
+    """Unit-scale position maps, so the positions' effect on the (tiny, freshly initialised) logits is large."""
+    with torch.no_grad():
+        model.fusion.position_proj.normal_(generator=torch.Generator().manual_seed(1))
+    return model
+
+
+@pytest.mark.parametrize("fusion", TOKEN_FUSIONS)
+def test_position_embeddings_make_token_order_matter(tiny_paths, fusion):
+    """Without positions every token fusion is a set function of each modality's tokens (it cannot tell which
+    image cell a token comes from); with ``sinusoidal`` (the default) reordering the patch tokens changes the
+    logits."""
+    batch = random_batch(2, audio_lengths=[900, 1600], text_lengths=[3, 6])
+    for positions in ("none", "sinusoidal"):
+        model = build(tiny_paths, fusion, MAX_TOKENS, fusion_position_embeddings=positions).eval()
+        assert model.config.fusion_position_embeddings == positions
+        if positions == "sinusoidal":
+            _strong_positions(model)
+        with torch.no_grad():
+            reference = model(**_with_image_tokens(model, batch, [0, 1, 2, 3, 4])).logits
+            reordered = model(**_with_image_tokens(model, batch, [0, 3, 1, 4, 2])).logits
+        change = (reordered - reference).abs().max() / reference.abs().max()
+        assert change > 1e-3 if positions == "sinusoidal" else change < 1e-5, (positions, change)
+    with pytest.raises(ValueError, match="fusion_position_embeddings"):
+        build(tiny_paths, fusion, fusion_position_embeddings="rotary")
+
+
+@pytest.mark.parametrize("fusion", TOKEN_FUSIONS)
+def test_positions_keep_padding_invariance_masks_and_reload(tiny_paths, tmp_path, fusion):
+    """With strong positions: a sample alone == in a right- or left-padded batch (positions count real tokens
+    only), a padding token still cannot change the logits, and save -> from_pretrained is identical."""
+    model = _strong_positions(build(tiny_paths, fusion, MAX_TOKENS).eval())
+    batch = random_batch(3, audio_lengths=[700, 1600, 1100], text_lengths=[3, 7, 5])
+    with torch.no_grad():
+        together = model(**batch).logits
+        for row in range(3):
+            alone = model(**select_rows(batch, [row])).logits
+            assert (alone[0] - together[row]).abs().max() <= 1e-4
+        tokens, mask = model.get_modality_tokens(**batch)["text"]
+        shifts = (mask.shape[1] - mask.sum(dim=1)).tolist()  # move each row's padding to the left
+        cached = {k: v for k, v in batch.items() if not k.startswith("text")}
+        cached["text_token_embeds"] = torch.stack([t.roll(n, 0) for t, n in zip(tokens, shifts, strict=True)])
+        cached["text_token_mask"] = torch.stack([m.roll(n, 0) for m, n in zip(mask, shifts, strict=True)])
+        assert not cached["text_token_mask"][0, 0]
+        assert (model(**cached).logits - together).abs().max() <= 1e-4  # left padding, same positions
+        padding = ~cached["text_token_mask"]
+        cached["text_token_embeds"] = cached["text_token_embeds"].masked_fill(padding[..., None], 1e3)
+        assert (model(**cached).logits - together).abs().max() <= 1e-4
+        model.save_pretrained(tmp_path / "ckpt")
+        reloaded = FusionModel.from_pretrained(tmp_path / "ckpt").eval()
+        assert reloaded.config.fusion_position_embeddings == "sinusoidal"
+        assert torch.equal(reloaded(**batch).logits, together)
 
 
 # ---------------------------------------------------------------------------------------------------- attentions

@@ -379,6 +379,9 @@ class FusionConfig(PretrainedConfig):
         fusion_rank (`int`, defaults to 4): rank of the ``low_rank_tensor`` fusion.
         fusion_bottleneck_tokens (`int`, defaults to 4): shared bottleneck tokens of the ``bottleneck`` fusion.
         fusion_latent_tokens (`int`, defaults to 8): latent array size of the ``perceiver`` fusion.
+        fusion_position_embeddings (`str`, defaults to `"sinusoidal"`): position information the token-level
+            fusions add to each modality's tokens: ``sinusoidal`` (MulT-style sinusoids of each token's index among
+            its row's real tokens, through a learned per-modality linear map) | ``none``.
         tensor_fusion_dim (`int`, defaults to 16): per-modality size before the outer product of ``tensor``.
         dropout (`float`, defaults to 0.1): dropout in the fusion module and before the head.
         modality_dropout (`float`, defaults to 0.0): probability, per sample and modality, of masking a whole
@@ -399,6 +402,7 @@ class FusionConfig(PretrainedConfig):
     fusion_rank: int = 4
     fusion_bottleneck_tokens: int = 4
     fusion_latent_tokens: int = 8
+    fusion_position_embeddings: str = "sinusoidal"
     tensor_fusion_dim: int = 16
     dropout: float = 0.1
     modality_dropout: float = 0.0
@@ -444,6 +448,11 @@ class FusionConfig(PretrainedConfig):
         if attends and self.projection_dim % self.fusion_heads:
             raise ValueError(
                 f"`projection_dim` ({self.projection_dim}) must be divisible by `fusion_heads` ({self.fusion_heads})"
+            )
+        if self.fusion_position_embeddings not in ("sinusoidal", "none"):
+            raise ValueError(
+                "`fusion_position_embeddings` must be 'sinusoidal' or 'none', "
+                f"got {self.fusion_position_embeddings!r}"
             )
         for field in ("dropout", "modality_dropout"):
             value = getattr(self, field)

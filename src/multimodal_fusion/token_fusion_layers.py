@@ -17,6 +17,7 @@ This file is part of the model layer (copied next to the weights for ``trust_rem
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,9 @@ __all__ = [
     "PerceiverFusion",
     "TokenFusionOutput",
 ]
+
+POSITION_EMBEDDINGS = ("sinusoidal", "none")
+"""Values of ``FusionConfig.fusion_position_embeddings`` (see ``TokenFusionBase``)."""
 
 
 @dataclass
@@ -150,20 +154,48 @@ class WeightedCombine(nn.Module):
         return (weights.unsqueeze(-1) * summaries).sum(dim=1), weights
 
 
+def sinusoidal_positions(token_mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal position features (Vaswani et al., 2017, as used by MulT) ``[B, T, dim]`` of each token's index
+    among the *real* tokens of its row (``cumsum(token_mask) - 1``), so padding, wherever it sits, never shifts a
+    real token's position: a sample alone and in a padded batch get the same features."""
+    positions = (token_mask.long().cumsum(dim=1) - 1).clamp(min=0).float()
+    half = dim // 2
+    frequencies = torch.exp(
+        -math.log(10000.0) * torch.arange(half, device=token_mask.device, dtype=torch.float32) / max(half, 1)
+    )
+    angles = positions.unsqueeze(-1) * frequencies
+    features = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return F.pad(features, (0, dim - 2 * half))
+
+
 class TokenFusionBase(nn.Module):
-    """Shared parts: learned modality-type embeddings, the output MLP; ``token_level = True`` tells the model to
-    hand over token sequences instead of pooled vectors."""
+    """Shared parts: learned modality-type embeddings, per-modality position embeddings, the output MLP;
+    ``token_level = True`` tells the model to hand over token sequences instead of pooled vectors.
+
+    ``config.fusion_position_embeddings``: ``"sinusoidal"`` (default) adds to each modality's tokens the
+    sinusoidal features of their index among that row's real tokens, through a learned per-modality linear map
+    ``position_proj`` ``[M, D, D]`` (MulT adds sinusoidal position embeddings to every modality's sequence; the map
+    lets each modality scale them to its own token space, so fixed unit-scale features do not drown the projected
+    tokens), so a fusion can tell *where* a token is (which image cell, which word)
+    even when the encoder's final tokens no longer say it; ``"none"``: type embeddings only."""
 
     token_level = True
 
     def __init__(self, num_modalities: int, dim: int, config):
         super().__init__()
         self.type_embeddings = nn.Parameter(torch.zeros(num_modalities, dim))
+        self.position_embeddings = getattr(config, "fusion_position_embeddings", "sinusoidal")
+        if self.position_embeddings not in POSITION_EMBEDDINGS:
+            raise ValueError(
+                f"`fusion_position_embeddings` must be one of {POSITION_EMBEDDINGS}, got {self.position_embeddings!r}"
+            )
+        if self.position_embeddings == "sinusoidal":  # filled by init_weights
+            self.position_proj = nn.Parameter(torch.zeros(num_modalities, dim, dim))
         self.out = mlp(dim, config.fusion_hidden_size, 1, config.dropout)
 
     def init_weights(self, std: float) -> None:
         """Normal(0, ``std``) type embeddings, latents / bottleneck tokens (distinct, else they stay
-        interchangeable) and null keys; the linear and norm layers are initialised by the model's
+        interchangeable), null keys and ``position_proj`` (like a linear layer's weight); the linear and norm layers are initialised by the model's
         ``_init_weights``. Uses ``transformers.initialization`` (guarded against overwriting loaded weights)."""
         for name in ("type_embeddings", "latents", "bottleneck"):
             if hasattr(self, name):
@@ -171,9 +203,20 @@ class TokenFusionBase(nn.Module):
         for module in self.modules():
             if isinstance(module, MaskedAttention):
                 init.normal_(module.null_kv, std=std)
+        if hasattr(self, "position_proj"):
+            init.normal_(self.position_proj, std=std)
 
-    def typed(self, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [t + self.type_embeddings[i].to(t.dtype) for i, t in enumerate(tokens)]
+    def typed(self, tokens: list[torch.Tensor], token_masks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``tokens[m] + type_m (+ position_proj_m(sinusoid(index among real tokens)))``, each ``[B, T_m, D]``."""
+        typed = [t + self.type_embeddings[i].to(t.dtype) for i, t in enumerate(tokens)]
+        if self.position_embeddings == "none":
+            return typed
+        return [
+            t
+            + sinusoidal_positions(token_masks[i], t.shape[-1]).to(t.dtype)
+            @ self.position_proj[i].to(t.dtype)
+            for i, t in enumerate(typed)
+        ]
 
 
 @register_fusion("cross_attention")
@@ -206,7 +249,7 @@ class CrossAttentionFusion(TokenFusionBase):
         output_attentions: bool = False,
     ) -> TokenFusionOutput:
         token_masks = present_token_masks(token_masks, mask)
-        typed = self.typed(tokens)
+        typed = self.typed(tokens, token_masks)
         summaries, attentions = [], []
         for m, blocks in enumerate(self.targets):
             others = [n for n in range(len(tokens)) if n != m]
@@ -255,7 +298,7 @@ class BottleneckFusion(TokenFusionBase):
         output_attentions: bool = False,
     ) -> TokenFusionOutput:
         token_masks = present_token_masks(token_masks, mask)
-        streams = self.typed(tokens)
+        streams = self.typed(tokens, token_masks)
         batch, n_b = mask.shape[0], self.bottleneck.shape[1]
         bottleneck = self.bottleneck.to(streams[0].dtype).expand(batch, -1, -1)
         b_mask = mask.new_ones(batch, n_b)
@@ -333,7 +376,7 @@ class PerceiverFusion(TokenFusionBase):
         output_attentions: bool = False,
     ) -> TokenFusionOutput:
         token_masks = present_token_masks(token_masks, mask)
-        context = torch.cat(self.typed(tokens), dim=1)
+        context = torch.cat(self.typed(tokens, token_masks), dim=1)
         context_mask = torch.cat(token_masks, dim=1)
         owner = torch.cat([torch.full((t.shape[1],), i, device=mask.device) for i, t in enumerate(tokens)])
         latents = self.latents.to(context.dtype).expand(mask.shape[0], -1, -1)

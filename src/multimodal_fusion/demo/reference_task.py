@@ -9,10 +9,11 @@ read the right cell.
 
 Stage 1 pretrains each encoder on its own modality with an objective that never sees the fusion label:
 
-- image (tiny ViT, 8 px patches: 16 patch tokens, four per digit, + CLS): *which digit is under each patch* -- a dense (per-token,
-  segmentation-style) cross-entropy of a linear head on every final patch token against the digit of the cell
-  that patch lies in. It never sees an instruction, so it cannot learn which cell matters; its tokens stay
-  local digit detectors, and any pooled vector of them (mean, CLS, a learned attention query) mixes the cells;
+- image (tiny ViT, 16 px patches: one patch token per digit cell, + CLS): *which digit is under each patch* -- a
+  dense (per-token, segmentation-style) cross-entropy of a linear head on every final patch token against the
+  digit of the cell that patch lies in. It never sees an instruction, so it cannot learn which cell matters; its
+  tokens stay local digit detectors (*what*, not *where*: the token fusions' position embeddings say which cell a
+  token is), and any pooled vector of them (mean, CLS, a learned attention query) mixes the cells;
 - text (tiny BERT, WordPiece trained on the train texts): *which quadrant is named* (4 classes) from ``[CLS]``.
 
 Layout of ``out_dir`` (``generate_reference_dataset``)::
