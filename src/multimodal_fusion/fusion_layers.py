@@ -53,6 +53,14 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return scores.softmax(dim=-1)
 
 
+def feed_forward(dim: int, dropout: float) -> nn.Sequential:
+    """A transformer block's position-wise MLP: ``Linear(dim, 4 dim)``, GELU, Dropout, ``Linear(4 dim, dim)``,
+    Dropout (submodules ``0`` and ``3`` hold the weights)."""
+    return nn.Sequential(
+        nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim), nn.Dropout(dropout)
+    )
+
+
 def mlp(in_dim: int, hidden: int, layers: int, dropout: float) -> nn.Sequential:
     """``layers`` x (Linear, GELU, Dropout), the first from ``in_dim`` and the rest at ``hidden``."""
     blocks: list[nn.Module] = []
@@ -116,13 +124,7 @@ class FusionTransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, 4 * dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(4 * dim, dim),
-            nn.Dropout(dropout),
-        )
+        self.mlp = feed_forward(dim, dropout)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor, need_weights: bool = False):
         h = self.norm1(x)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import initialization as init
 
-from .fusion_layers import FUSION_REGISTRY, FusionOutput, masked_softmax, mlp, register_fusion
+from .fusion_layers import FUSION_REGISTRY, FusionOutput, feed_forward, masked_softmax, mlp, register_fusion
 
 __all__ = [
     "FUSION_REGISTRY",
@@ -101,13 +101,7 @@ class TokenBlock(nn.Module):
         self.norm_kv = nn.LayerNorm(dim)
         self.attn = MaskedAttention(dim, heads, dropout)
         self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, 4 * dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(4 * dim, dim),
-            nn.Dropout(dropout),
-        )
+        self.mlp = feed_forward(dim, dropout)
 
     def forward(
         self,
