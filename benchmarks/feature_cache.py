@@ -52,8 +52,8 @@ import transformers as T  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from multimodal_fusion import FusionDataCollator, FusionModel, FusionProcessor, load_fusion_dataset  # noqa: E402
+from multimodal_fusion.cache.embedding_cache import cache_embeddings  # noqa: E402
 from multimodal_fusion.demo.dataset import generate_demo_dataset  # noqa: E402
-from multimodal_fusion.embedding_cache import cache_embeddings  # noqa: E402
 from multimodal_fusion.training import FusionTrainer, FusionTrainingArguments  # noqa: E402
 
 T.logging.set_verbosity_error()

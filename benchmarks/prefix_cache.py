@@ -52,7 +52,7 @@ import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
 from multimodal_fusion import FusionDataCollator, FusionModel, FusionProcessor  # noqa: E402
-from multimodal_fusion.prefix_cache import (  # noqa: E402
+from multimodal_fusion.cache.prefix_cache import (  # noqa: E402
     PREFIX_ROW_COLUMN,
     PrefixCache,
     PrefixCacheCollator,

@@ -44,17 +44,18 @@ import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
 from multimodal_fusion import FusionDataCollator, FusionModel, FusionProcessor, load_fusion_dataset  # noqa: E402
+from multimodal_fusion.cache.embedding_cache import cache_embeddings  # noqa: E402
 from multimodal_fusion.demo.reference_task import (  # noqa: E402
     generate_reference_dataset,
     pretrain_reference_encoders,
 )
-from multimodal_fusion.embedding_cache import cache_embeddings  # noqa: E402
-from multimodal_fusion.fusion_layers import FUSION_REGISTRY  # noqa: E402
+from multimodal_fusion.model.fusion_layers import POOLED_FUSIONS as POOLED_FUSION_TABLE  # noqa: E402
+from multimodal_fusion.model.fusion_layers import TOKEN_FUSIONS as TOKEN_FUSION_TABLE  # noqa: E402
 
 T.logging.set_verbosity_error()
 datasets.disable_progress_bars()
 COLUMNS = {"image": "image", "text": "text"}
-TOKEN_FUSIONS = sorted(n for n, c in FUSION_REGISTRY.items() if getattr(c, "token_level", False))
+TOKEN_FUSIONS = sorted(TOKEN_FUSION_TABLE)
 POOLED_FUSIONS = ("concat", "attention", "transformer")
 """The late-fusion MLP, attention-weighted sum and a transformer over the pooled vectors (the strongest pooled
 ones on the digits demo; ``gated`` / ``tensor`` / ``low_rank_tensor`` behave like them here, see ``--all-pooled``)."""
@@ -197,7 +198,7 @@ def main() -> None:
         collator = FusionDataCollator(processor, COLUMNS)
         live_collator = FusionDataCollator(processor, COLUMNS, embeds_columns={})
         runs = []
-        pooled = sorted(set(FUSION_REGISTRY) - set(TOKEN_FUSIONS)) if options.all_pooled else options.pooled
+        pooled = sorted(POOLED_FUSION_TABLE) if options.all_pooled else options.pooled
         configs = [(f, "cls") for f in options.token] + [(f, p) for p in POOLINGS for f in pooled]
         if options.no_positions:
             SIZES["fusion_position_embeddings"] = "none"

@@ -7,7 +7,7 @@ import torch
 import transformers as T
 
 from multimodal_fusion import FusionModel
-from multimodal_fusion.encoder_adapters import MaskedGroupNorm
+from multimodal_fusion.model.encoder_adapters import MaskedGroupNorm
 from tiny_encoders import make_wav2vec2
 
 SMALL = {"num_labels": 3, "projection_dim": 16, "fusion_hidden_size": 16, "dropout": 0.0}

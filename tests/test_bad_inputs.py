@@ -18,8 +18,8 @@ from transformers import AutoFeatureExtractor
 from transformers.image_transforms import convert_to_rgb
 
 from multimodal_fusion import BadSampleError, FusionDataCollator, FusionModel, FusionProcessor
-from multimodal_fusion.data_loading import load_fusion_dataset
-from multimodal_fusion.image_decoding import decode_image
+from multimodal_fusion.data.data_loading import load_fusion_dataset
+from multimodal_fusion.model.image_decoding import decode_image
 from multimodal_fusion.training.run_fusion import main
 from tiny_encoders import random_batch
 

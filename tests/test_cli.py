@@ -90,7 +90,7 @@ def test_demo_then_predict_and_evaluate(installed_package, installed_demo):
 
 
 def test_ready_configs_resolve_by_name_and_unknown_names_list_them():
-    from multimodal_fusion.train import ready_configs, resolve_config
+    from multimodal_fusion.training.launch import ready_configs, resolve_config
 
     assert {"demo", "hub-base"} <= set(ready_configs())
     assert resolve_config("demo").name == "demo.yaml"

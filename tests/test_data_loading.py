@@ -156,7 +156,7 @@ def test_length_column_reads_headers_only(processor, tmp_path, monkeypatch, capl
         raise AssertionError("the length pass must not decode audio")
 
     monkeypatch.setattr(sf, "read", no_decoding)
-    with caplog.at_level(logging.WARNING, logger="multimodal_fusion.data_loading"):
+    with caplog.at_level(logging.WARNING, logger="multimodal_fusion.data.data_loading"):
         loaded = load_fusion_dataset(tmp_path / "d.csv", {"image": "img", "audio": "wav"}, kinds=processor)
     assert loaded.dataset["train"]["length"][:] == [r["frames"] / r["rate"] for r in rows[:3]] + [0.0]
     assert "1 rows of column 'wav' have unreadable audio headers" in caplog.text
@@ -260,7 +260,7 @@ def test_collator_skips_bad_samples_counts_and_logs_them_once(processor, tmp_pat
     rows = _rows_with_bad_samples(tmp_path)
     good = [r for r in rows if r["row_index"] not in (101, 103, 106)]
     collator = FusionDataCollator(processor, COLUMNS, skip_bad_samples=True)
-    with caplog.at_level(logging.WARNING, logger="multimodal_fusion.data_collator"):
+    with caplog.at_level(logging.WARNING, logger="multimodal_fusion.data.data_collator"):
         batch = collator(rows)
         again = collator(rows)
     expected = FusionDataCollator(processor, COLUMNS)(good)
@@ -297,7 +297,7 @@ def test_collator_is_picklable_and_counts_skips_from_dataloader_workers(processo
 def test_columns_map_modality_to_column_and_the_old_direction_warns(processor, tmp_path):
     """``columns`` is modality -> column everywhere; column -> modality still works (one release) with a
     FutureWarning and gives exactly the same batches."""
-    from multimodal_fusion.column_mapping import modality_columns
+    from multimodal_fusion.data.column_mapping import modality_columns
 
     data = tmp_path / "data"
     rows = write_media(data, 4)

@@ -16,8 +16,8 @@ from multimodal_fusion import (
     FusionProcessor,
     load_fusion_dataset,
 )
-from multimodal_fusion.embedding_cache import cache_embeddings, embedding_fingerprint
-from multimodal_fusion.inference import score_dataset
+from multimodal_fusion.cache.embedding_cache import cache_embeddings, embedding_fingerprint
+from multimodal_fusion.inference.scoring import score_dataset
 from multimodal_fusion.training import FusionTrainer, FusionTrainingArguments
 from multimodal_fusion.training.embedding_cache_policy import (
     apply_embedding_cache,
@@ -241,7 +241,7 @@ def test_what_is_cached(tiny_dir, caplog):
         "its processor applies random augmentation"
     )
     auto_args = FusionTrainingArguments("unused", use_cpu=True, report_to="none")
-    with caplog.at_level(logging.INFO, logger="multimodal_fusion.embedding_cache"):
+    with caplog.at_level(logging.INFO, logger="multimodal_fusion.cache.embedding_cache"):
         _, cached = apply_embedding_cache({}, model, processor, COLUMNS, auto_args)
     assert (
         cached == ["audio"]

@@ -11,8 +11,8 @@ import transformers as T
 from tiny_families import FAMILIES
 
 from multimodal_fusion import ENCODER_ADAPTERS, FusionConfig, FusionModel, FusionProcessor
-from multimodal_fusion.encoder_adapters import adapter_class_for
-from multimodal_fusion.pooling_layers import POOLING_REGISTRY
+from multimodal_fusion.model.encoder_adapters import adapter_class_for
+from multimodal_fusion.model.pooling_layers import POOLING_REGISTRY
 from tiny_encoders import IMAGE_SIZE, make_bert, make_vit
 
 SMALL = {"num_labels": 3, "projection_dim": 16, "fusion_hidden_size": 16, "dropout": 0.0}

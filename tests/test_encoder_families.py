@@ -55,7 +55,7 @@ def assert_bit_identical(encoder: torch.nn.Module, folder: Path, kind: str) -> N
 
 
 def top_block_prefix(model: FusionModel) -> str:
-    from multimodal_fusion.encoder_layout import block_module_names
+    from multimodal_fusion.model.encoder_layout import block_module_names
 
     layout = model.encoder_layout("x")
     return block_module_names(model.encoders["x"], layout.usable_blocks[-1])[0] + "."

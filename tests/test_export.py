@@ -7,7 +7,7 @@ import torch
 from saved_fusion import save_fusion_folder
 
 from multimodal_fusion import FusionModel, FusionProcessor
-from multimodal_fusion.export import export_model, run_onnx
+from multimodal_fusion.inference.export import export_model, run_onnx
 
 
 @pytest.fixture(scope="module", params=["wav2vec2", "wav2vec2_group"])

@@ -7,8 +7,8 @@ import torch
 import yaml
 from tiny_data import write_tiny_dataset
 
-import multimodal_fusion.hpo as hpo_module
-from multimodal_fusion.hpo import HEAD_FIELDS, parse_space, run_hpo
+import multimodal_fusion.training.hpo as hpo_module
+from multimodal_fusion.training.hpo import HEAD_FIELDS, parse_space, run_hpo
 
 
 @pytest.fixture

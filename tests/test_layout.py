@@ -15,60 +15,38 @@ MODEL, DATA, SERVICES, APPLICATION, FRONT, ROOT = range(6)
 LAYER_NAMES = ["model", "data", "cache/hub", "training/inference", "demo/cli", "package root"]
 
 LAYERS: dict[str, int] = {
-    # model layer: flat, self-contained files (torch / transformers / timm only), copied for trust_remote_code
-    "configuration_fusion": MODEL,
-    "modeling_fusion": MODEL,
-    "batch_inputs": MODEL,
-    "input_validation": MODEL,
-    "label_validation": MODEL,
-    "model_freezing": MODEL,
-    "modality_encoding": MODEL,
-    "encoder_adapters": MODEL,
-    "encoder_layout": MODEL,
-    "feature_encoder": MODEL,
-    "module_encoder": MODEL,
-    "module_adapter": MODEL,
-    "fusion_layers": MODEL,
-    "pooling_layers": MODEL,
-    "pipeline_fusion": MODEL,
-    "load_report": MODEL,
-    "token_fusion_layers": MODEL,
-    "token_sequences": MODEL,
-    "prefix_layers": MODEL,
-    # data layer: decoding, processor, collator, loading, bad samples
-    "bad_samples": DATA,
-    "audio_decoding": DATA,
-    "image_decoding": DATA,
-    "processing_fusion": DATA,
-    "processor_loading": DATA,
-    "module_processing": DATA,
-    "column_mapping": DATA,
-    "data_collator": DATA,
-    "data_loading": DATA,
+    # model layer: one flat folder, exactly what save_pretrained copies next to the weights as remote code
+    "model": MODEL,
+    # data layer: datasets, column mapping, collator
+    "data": DATA,
     # services over the data layer
-    "embedding_cache": SERVICES,
-    "prefix_cache": SERVICES,
-    "cache_files": SERVICES,
+    "cache": SERVICES,
     "hub": SERVICES,
     # what runs a job
-    "inference": APPLICATION,
-    "prediction": APPLICATION,
-    "evaluation": APPLICATION,
-    "export": APPLICATION,
-    "hpo": APPLICATION,
-    "train": APPLICATION,
     "training": APPLICATION,
+    "inference": APPLICATION,
     "configs": APPLICATION,
     # front ends
     "demo": FRONT,
     "cli": FRONT,
-    "cli_inference": FRONT,
+    # package root: wiring, and the v0.1 module paths
     "__init__": ROOT,
+    "_legacy_paths": ROOT,
 }
-"""Layer of each top-level module or subpackage of ``multimodal_fusion`` (a subpackage's files share its layer)."""
+"""Layer of each folder (or root module) of ``multimodal_fusion``: a folder's files share its layer. A new folder
+must be given one here."""
+
+PROCESSING_FILES = {
+    "audio_decoding", "bad_samples", "image_decoding", "module_processing", "processing_fusion", "processor_loading",
+}  # fmt: skip
+"""Model-folder files on the processor's side (``FusionProcessor`` and its decoding: remote code for
+``AutoProcessor``): they may also import numpy, PIL and the audio decoders, and the modeling files may not import
+them at module level."""
 
 MODEL_LAYER_THIRD_PARTY = {"torch", "transformers", "timm", "huggingface_hub", "safetensors"}
 """What model-layer files may import besides the standard library and each other."""
+
+PROCESSING_THIRD_PARTY = MODEL_LAYER_THIRD_PARTY | {"numpy", "PIL", "soundfile", "soxr", "torchcodec"}
 
 MAX_CLASS_LINES = 300
 MAX_FUNCTION_LINES = 80
@@ -150,10 +128,12 @@ def test_model_layer_is_self_contained():
     for path in _modules():
         if LAYERS.get(_unit(path)) != MODEL:
             continue
-        assert path.parent == SRC / PACKAGE, f"{path}: model-layer files must be flat in the package folder"
+        assert path.parent == SRC / PACKAGE / "model", f"{path}: model-layer files must be flat in model/"
+        allowed = PROCESSING_THIRD_PARTY if path.stem in PROCESSING_FILES else MODEL_LAYER_THIRD_PARTY
+        siblings = {p.stem for p in path.parent.glob("*.py")}
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
-                if node.level != 1 or node.module is None or LAYERS.get(node.module) != MODEL:
+                if node.level != 1 or node.module is None or node.module not in siblings:
                     bad.append(f"{path.name}:{node.lineno} relative import of {node.module!r}")
                 continue
             names = (
@@ -165,26 +145,40 @@ def test_model_layer_is_self_contained():
             )
             for name in names:
                 root = name.split(".")[0]
-                if root not in sys.stdlib_module_names and root not in MODEL_LAYER_THIRD_PARTY:
+                if root not in sys.stdlib_module_names and root not in allowed:
                     bad.append(f"{path.name}:{node.lineno} imports '{name}'")
     assert not bad, "model-layer files must be self-contained:\n" + "\n".join(bad)
+
+
+def test_modeling_files_do_not_import_the_processing_side_at_module_level():
+    """The model runs without PIL / audio decoders: a modeling file reaches a processing file only inside a
+    function (``PROCESSING_FILES``)."""
+    bad = []
+    for path in sorted((SRC / PACKAGE / "model").glob("*.py")):
+        if path.stem in PROCESSING_FILES:
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in PROCESSING_FILES:
+                bad.append(f"{path.name}:{node.lineno} imports .{node.module} at module level")
+    assert not bad, "\n".join(bad)
 
 
 def test_layer_checker_catches_an_upward_import(tmp_path):
     """The checks above see relative and absolute upward imports (guards against a parser that sees nothing)."""
     package = tmp_path / PACKAGE
     (package / "training").mkdir(parents=True)
-    model_file = package / "modeling_fusion.py"
+    (package / "model").mkdir()
+    model_file = package / "model" / "modeling_fusion.py"
     model_file.write_text(
-        "from .training import run\nimport multimodal_fusion.hub\nfrom . import pooling_layers\n"
+        "from ..training import run\nimport multimodal_fusion.hub.upload\nfrom . import pooling_layers\n"
     )
     nested = package / "training" / "x.py"
-    nested.write_text("from ..configuration_fusion import FusionConfig\n")
+    nested.write_text("from ..model.configuration_fusion import FusionConfig\n")
     global SRC
     saved, SRC = SRC, tmp_path
     try:
-        assert [_target_unit(m) for _, m in _imports(model_file)] == ["training", "hub", "pooling_layers"]
-        assert [_target_unit(m) for _, m in _imports(nested)] == ["configuration_fusion"]
+        assert [_target_unit(m) for _, m in _imports(model_file)] == ["training", "hub", "model"]
+        assert [_target_unit(m) for _, m in _imports(nested)] == ["model"]
     finally:
         SRC = saved
 

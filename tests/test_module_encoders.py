@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from multimodal_fusion import FusionModel
-from multimodal_fusion.pooling_layers import LastTokenPooling
+from multimodal_fusion.model.pooling_layers import LastTokenPooling
 from multimodal_fusion.training import FusionTrainer, FusionTrainingArguments
 
 SMALL = {"projection_dim": 32, "fusion_hidden_size": 32}

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoTokenizer, Speech2TextFeatureExtractor
 
 from multimodal_fusion import FusionModel, FusionProcessor
-from multimodal_fusion.bad_samples import BadSampleError
+from multimodal_fusion.model.bad_samples import BadSampleError
 
 SMALL = {"projection_dim": 16, "fusion_hidden_size": 16}
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])

@@ -20,8 +20,8 @@ from multimodal_fusion import (
     cache_embeddings,
     load_fusion_dataset,
 )
-from multimodal_fusion.cli_inference import evaluate_command, predict_command
-from multimodal_fusion.prediction import predict_dataset
+from multimodal_fusion.cli.inference_commands import evaluate_command, predict_command
+from multimodal_fusion.inference.prediction import predict_dataset
 
 MODALITIES = {"image": "image", "audio": "audio", "text": "text"}
 

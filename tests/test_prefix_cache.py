@@ -18,7 +18,7 @@ from multimodal_fusion import (
     FusionProcessor,
     load_fusion_dataset,
 )
-from multimodal_fusion.prefix_cache import (
+from multimodal_fusion.cache.prefix_cache import (
     PREFIX_ROW_COLUMN,
     PrefixCacheCollator,
     hidden_fields,
@@ -26,7 +26,7 @@ from multimodal_fusion.prefix_cache import (
     prefix_fingerprint,
     prefix_hidden_states,
 )
-from multimodal_fusion.prefix_layers import PREFIX_RUNNER_REGISTRY, prefix_exact_reason
+from multimodal_fusion.model.prefix_layers import PREFIX_RUNNER_REGISTRY, prefix_exact_reason
 from multimodal_fusion.training.prefix_policy import PrefixBoundaryCallback, apply_prefix_cache
 from multimodal_fusion.training.unfreezing import UnfreezeCallback
 from tiny_encoders import random_batch, select_rows

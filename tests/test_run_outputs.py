@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 import multimodal_fusion
 from multimodal_fusion import FusionModel, FusionProcessor, load_fusion_dataset
-from multimodal_fusion.embedding_cache import cache_embeddings
+from multimodal_fusion.cache.embedding_cache import cache_embeddings
 from multimodal_fusion.training.run_fusion import main
 from multimodal_fusion.training.run_outputs import OutputDirError, last_complete_checkpoint, merge_metrics
 

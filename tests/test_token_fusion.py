@@ -15,9 +15,9 @@ from test_model_io import REMOTE_SCRIPT
 from tiny_data import write_tiny_dataset
 
 from multimodal_fusion import FusionDataCollator, FusionModel, FusionProcessor, load_fusion_dataset
-from multimodal_fusion.embedding_cache import cache_embeddings, embedding_fingerprint
-from multimodal_fusion.token_fusion_layers import sinusoidal_positions
-from multimodal_fusion.token_sequences import reduce_tokens
+from multimodal_fusion.cache.embedding_cache import cache_embeddings, embedding_fingerprint
+from multimodal_fusion.model.token_fusion_layers import sinusoidal_positions
+from multimodal_fusion.model.token_sequences import reduce_tokens
 from tiny_encoders import random_batch, select_rows
 
 TOKEN_FUSIONS = ["cross_attention", "bottleneck", "perceiver"]

@@ -3,23 +3,28 @@
 from transformers import AutoConfig, AutoModel, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .bad_samples import BadSampleError
-from .configuration_fusion import MODALITY_KINDS, FusionConfig, ModalitySpec
-from .data_collator import FusionDataCollator, labels_to_tensor
-from .data_loading import LoadedDataset, add_length_column, encode_labels, load_fusion_dataset
-from .embedding_cache import cache_embeddings, embedding_fingerprint
-from .encoder_adapters import ENCODER_ADAPTERS, EncoderAdapter, register_adapter
-from .encoder_layout import EncoderLayout
-from .fusion_layers import FUSION_REGISTRY, FusionOutput, register_fusion
-from .hub import push_model_to_hub
-from .inference import ScoringOutput, score_dataset
-from .modeling_fusion import FusionModel, FusionModelOutput, FusionPreTrainedModel, load_encoder
-from .pipeline_fusion import TASK as PIPELINE_TASK
-from .pipeline_fusion import FusedClassificationPipeline
-from .pooling_layers import POOLING_REGISTRY, register_pooling
-from .processing_fusion import FusionProcessor
+from . import _legacy_paths
+from .cache.embedding_cache import cache_embeddings, embedding_fingerprint
+from .data.data_collator import FusionDataCollator, labels_to_tensor
+from .data.data_loading import LoadedDataset, add_length_column, encode_labels, load_fusion_dataset
+from .hub.upload import push_model_to_hub
+from .inference.scoring import ScoringOutput, score_dataset
+from .model.bad_samples import BadSampleError
+from .model.configuration_fusion import MODALITY_KINDS, FusionConfig, ModalitySpec
+from .model.encoder_adapters import ENCODER_ADAPTERS, EncoderAdapter, register_adapter
+from .model.encoder_layout import EncoderLayout
+from .model.fusion_layers import POOLED_FUSIONS, TOKEN_FUSIONS, FusionOutput, register_fusion
+from .model.fusions import FUSION_REGISTRY
+from .model.modeling_fusion import FusionModel, FusionModelOutput, FusionPreTrainedModel, load_encoder
+from .model.pipeline_fusion import TASK as PIPELINE_TASK
+from .model.pipeline_fusion import FusedClassificationPipeline
+from .model.pooling_layers import POOLING_REGISTRY, POOLINGS, register_pooling
+from .model.processing_fusion import FusionProcessor
+from .model.registry import Registry
 
 __version__ = "0.1.0"
+
+_legacy_paths.install()
 
 AutoConfig.register(FusionConfig.model_type, FusionConfig, exist_ok=True)
 AutoModel.register(FusionConfig, FusionModel, exist_ok=True)
@@ -31,9 +36,34 @@ PIPELINE_REGISTRY.register_pipeline(
     PIPELINE_TASK, pipeline_class=FusedClassificationPipeline, pt_model=AutoModel, type="multimodal"
 )
 
+
+def list_fusions(token_level: bool | None = None) -> dict[str, str]:
+    """Registered fusions, name -> one-line description: pooled and token-level (``token_level=False`` / ``True``
+    for one table)."""
+    tables = {None: FUSION_REGISTRY, False: POOLED_FUSIONS, True: TOKEN_FUSIONS}[token_level]
+    return tables.describe()
+
+
+def list_poolings() -> dict[str, str]:
+    """Registered poolings (the values of a spec's ``pooling``), name -> one-line description."""
+    return POOLINGS.describe()
+
+
+def list_encoder_adapters() -> dict[str, str]:
+    """Registered encoder-family adapters, name -> one-line description."""
+    return ENCODER_ADAPTERS.describe()
+
+
 __all__ = [
     "ENCODER_ADAPTERS",
     "FUSION_REGISTRY",
+    "POOLED_FUSIONS",
+    "POOLINGS",
+    "Registry",
+    "TOKEN_FUSIONS",
+    "list_encoder_adapters",
+    "list_fusions",
+    "list_poolings",
     "MODALITY_KINDS",
     "ModalitySpec",
     "POOLING_REGISTRY",

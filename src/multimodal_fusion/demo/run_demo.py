@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..configs import config_path
-from ..fusion_layers import FUSION_REGISTRY
+from ..model.fusions import FUSION_REGISTRY
 from .report import write_report
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from transformers import (
     Wav2Vec2Model,
 )
 
-from ..pooling_layers import POOLING_REGISTRY
+from ..model.pooling_layers import POOLING_REGISTRY
 
 HEAD_WEIGHTS_NAME = "unimodal_head.safetensors"
 HEAD_CONFIG_NAME = "unimodal_head.json"

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from ..configuration_fusion import FusionConfig
+from ..model.configuration_fusion import FusionConfig
 
 
 def _json_or_value(value: Any) -> Any:

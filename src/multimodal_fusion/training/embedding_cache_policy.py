@@ -10,10 +10,10 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from ..column_mapping import modality_columns
-from ..embedding_cache import CACHE_MODES, cache_embeddings, cache_plan
-from ..modeling_fusion import FusionModel
-from ..processing_fusion import FusionProcessor
+from ..cache.embedding_cache import CACHE_MODES, cache_embeddings, cache_plan
+from ..data.column_mapping import modality_columns
+from ..model.modeling_fusion import FusionModel
+from ..model.processing_fusion import FusionProcessor
 from .unfreezing import will_unfreeze
 
 logger = logging.getLogger("multimodal_fusion.embedding_cache")  # one logger for the whole cache feature

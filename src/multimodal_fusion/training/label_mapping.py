@@ -15,8 +15,8 @@ import torch
 from datasets import ClassLabel
 from torch import nn
 
-from ..data_loading import LoadedDataset
-from ..modeling_fusion import FusionModel
+from ..data.data_loading import LoadedDataset
+from ..model.modeling_fusion import FusionModel
 
 _DEFAULT_NAME = re.compile(r"^LABEL_(\d+)$")
 

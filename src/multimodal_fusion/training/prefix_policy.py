@@ -23,9 +23,7 @@ import datasets
 from datasets import Dataset, DatasetDict
 from transformers import TrainerCallback
 
-from ..column_mapping import modality_columns
-from ..modeling_fusion import FusionModel
-from ..prefix_cache import (
+from ..cache.prefix_cache import (
     PREFIX_ROW_COLUMN,
     STORAGE_DTYPES,
     PrefixCache,
@@ -35,8 +33,10 @@ from ..prefix_cache import (
     frozen_boundary,
     prefix_cache_plan,
 )
-from ..prefix_layers import prefix_exact_reason
-from ..processing_fusion import FusionProcessor
+from ..data.column_mapping import modality_columns
+from ..model.modeling_fusion import FusionModel
+from ..model.prefix_layers import prefix_exact_reason
+from ..model.processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
 

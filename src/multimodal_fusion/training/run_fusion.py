@@ -20,14 +20,14 @@ import transformers
 import yaml
 from transformers import HfArgumentParser, set_seed
 
-from ..column_mapping import modality_columns
+from ..cache.prefix_cache import PrefixCacheCollator
 from ..configs import available_configs, config_path
-from ..data_collator import FusionDataCollator
-from ..data_loading import LoadedDataset, load_fusion_dataset
-from ..hub import push_folder, write_model_card
-from ..modeling_fusion import FusionModel
-from ..prefix_cache import PrefixCacheCollator
-from ..processing_fusion import FusionProcessor
+from ..data.column_mapping import modality_columns
+from ..data.data_collator import FusionDataCollator
+from ..data.data_loading import LoadedDataset, load_fusion_dataset
+from ..hub.upload import push_folder, write_model_card
+from ..model.modeling_fusion import FusionModel
+from ..model.processing_fusion import FusionProcessor
 from .arguments import CONFIG_FILE_TYPES, DataArguments, FusionTrainingArguments, ModelArguments
 from .config_types import check_config_types
 from .embedding_cache_policy import apply_embedding_cache

@@ -32,7 +32,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from ..modeling_fusion import FusionModel
+from ..model.modeling_fusion import FusionModel
 from .l2sp import L2SPPenalty
 from .param_groups import build_param_groups
 from .run_outputs import STAGING_DIR, publish_checkpoint

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
-from ..modeling_fusion import FusionModel
+from ..model.modeling_fusion import FusionModel
 
 logger = logging.getLogger(__name__)
 

@@ -11,18 +11,13 @@ import torch
 from torch import nn
 from transformers import initialization as init
 
-POOLING_REGISTRY: dict[str, type[nn.Module]] = {}
+from .registry import Registry
 
+POOLINGS: Registry[type[nn.Module]] = Registry("pooling", attribute="pooling_name")
+"""Every pooling, by name (``@register_pooling("name")``; query with ``POOLINGS.names()`` / ``.describe()``)."""
 
-def register_pooling(name: str):
-    """Class decorator adding a pooling module to ``POOLING_REGISTRY`` under ``name``."""
-
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        POOLING_REGISTRY[name] = cls
-        cls.pooling_name = name
-        return cls
-
-    return wrap
+POOLING_REGISTRY = POOLINGS  # the v0.1 name
+register_pooling = POOLINGS.register
 
 
 def _batch_index(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -19,16 +19,24 @@ import torch
 from torch import nn
 from transformers import initialization as init
 
-FUSION_REGISTRY: dict[str, type[nn.Module]] = {}
+from .registry import Registry
+
+POOLED_FUSIONS: Registry[type[nn.Module]] = Registry("pooled fusion", attribute="fusion_name")
+"""Fusions of one vector per modality: ``forward(embeddings [B, M, D], mask [B, M]) -> FusionOutput``."""
+
+TOKEN_FUSIONS: Registry[type[nn.Module]] = Registry("token-level fusion", attribute="fusion_name")
+"""Fusions of token sequences: ``forward(tokens, token_masks, mask, output_attentions) -> TokenFusionOutput``
+(``token_fusion_layers``)."""
 
 
 def register_fusion(name: str):
-    """Class decorator adding a fusion module to ``FUSION_REGISTRY`` under ``name``."""
+    """Class decorator adding a pooled fusion to ``POOLED_FUSIONS`` under ``name`` (a class still marked with the
+    v0.1 flag ``token_level = True`` goes to ``TOKEN_FUSIONS``; new token-level fusions use
+    ``@TOKEN_FUSIONS.register``)."""
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        FUSION_REGISTRY[name] = cls
-        cls.fusion_name = name
-        return cls
+        table = TOKEN_FUSIONS if getattr(cls, "token_level", False) else POOLED_FUSIONS
+        return table.register(name)(cls)
 
     return wrap
 

@@ -24,13 +24,13 @@ from typing import Any
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
-from .audio_decoding import audio_file_duration
-from .bad_samples import BadSampleError
+from ..model.audio_decoding import audio_file_duration
+from ..model.bad_samples import BadSampleError
+from ..model.configuration_fusion import MODALITY_KINDS
+from ..model.label_validation import label_problem
+from ..model.processing_fusion import FusionProcessor
 from .column_mapping import modality_columns
-from .configuration_fusion import MODALITY_KINDS
 from .data_collator import ROW_INDEX_COLUMN
-from .label_validation import label_problem
-from .processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
 

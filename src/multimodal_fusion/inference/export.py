@@ -29,9 +29,9 @@ import PIL.Image
 import torch
 from torch import nn
 
-from .configuration_fusion import KIND_FIELDS
-from .modeling_fusion import FusionModel
-from .processing_fusion import FusionProcessor
+from ..model.configuration_fusion import KIND_FIELDS
+from ..model.modeling_fusion import FusionModel
+from ..model.processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Token-level fusions: modalities attend to each other's token sequences (registered in ``FUSION_REGISTRY``).
+"""Token-level fusions: modalities attend to each other's token sequences (registered in ``TOKEN_FUSIONS``).
 
 A pooled fusion sees one vector per modality, so it cannot answer a question whose answer depends on *which
 part* of one modality another refers to ("the digit at the top left"). The fusions here take, per modality in
@@ -25,10 +25,10 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import initialization as init
 
-from .fusion_layers import FUSION_REGISTRY, FusionOutput, feed_forward, masked_softmax, mlp, register_fusion
+from .fusion_layers import TOKEN_FUSIONS, FusionOutput, feed_forward, masked_softmax, mlp
 
 __all__ = [
-    "FUSION_REGISTRY",
+    "TOKEN_FUSIONS",
     "BottleneckFusion",
     "CrossAttentionFusion",
     "PerceiverFusion",
@@ -163,8 +163,9 @@ def sinusoidal_positions(token_mask: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class TokenFusionBase(nn.Module):
-    """Shared parts: learned modality-type embeddings, per-modality position embeddings, the output MLP;
-    ``token_level = True`` tells the model to hand over token sequences instead of pooled vectors.
+    """Shared parts: learned modality-type embeddings, per-modality position embeddings, the output MLP.
+    Subclasses are registered in ``TOKEN_FUSIONS``, which tells the model to hand over token sequences instead of
+    pooled vectors.
 
     ``config.fusion_position_embeddings``: ``"sinusoidal"`` (default) adds to each modality's tokens the
     sinusoidal features of their index among that row's real tokens, through a learned per-modality linear map
@@ -172,8 +173,6 @@ class TokenFusionBase(nn.Module):
     lets each modality scale them to its own token space, so fixed unit-scale features do not drown the projected
     tokens), so a fusion can tell *where* a token is (which image cell, which word)
     even when the encoder's final tokens no longer say it; ``"none"``: type embeddings only."""
-
-    token_level = True
 
     def __init__(self, num_modalities: int, dim: int, config):
         super().__init__()
@@ -213,7 +212,7 @@ class TokenFusionBase(nn.Module):
         ]
 
 
-@register_fusion("cross_attention")
+@TOKEN_FUSIONS.register("cross_attention")
 class CrossAttentionFusion(TokenFusionBase):
     """Cross-modal transformer (MulT; Tsai et al., 2019, "Multimodal Transformer for Unaligned Multimodal
     Language Sequences", ACL). For each target modality ``m``, ``fusion_layers`` blocks whose queries are ``m``'s
@@ -262,7 +261,7 @@ class CrossAttentionFusion(TokenFusionBase):
         )
 
 
-@register_fusion("bottleneck")
+@TOKEN_FUSIONS.register("bottleneck")
 class BottleneckFusion(TokenFusionBase):
     """Attention bottlenecks (MBT; Nagrani et al., 2021, "Attention Bottlenecks for Multimodal Fusion", NeurIPS).
     ``fusion_bottleneck_tokens`` shared tokens ``[B, N_b, D]``; each of the ``fusion_layers`` layers runs every
@@ -319,7 +318,7 @@ class BottleneckFusion(TokenFusionBase):
         return TokenFusionOutput(fused, weights, tuple(attentions) if output_attentions else None)
 
 
-@register_fusion("perceiver")
+@TOKEN_FUSIONS.register("perceiver")
 class PerceiverFusion(TokenFusionBase):
     """Latent cross-attention (Perceiver; Jaegle et al., 2021, "Perceiver: General Perception with Iterative
     Attention", ICML). A learned latent array ``[B, fusion_latent_tokens, D]``; each of the ``fusion_layers``

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from transformers import BatchFeature
 
-from .bad_samples import BadSampleError, SkipCounter
+from ..model.bad_samples import BadSampleError, SkipCounter
+from ..model.label_validation import PROBLEM_TYPES, label_problem
+from ..model.processing_fusion import FusionProcessor
 from .column_mapping import modality_columns
-from .label_validation import PROBLEM_TYPES, label_problem
-from .processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
 

@@ -35,12 +35,13 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 
-from .bad_samples import BadSampleError
+from ..data.column_mapping import modality_columns
+from ..data.data_collator import ROW_INDEX_COLUMN
+from ..model.bad_samples import BadSampleError
+from ..model.fusions import is_token_level
+from ..model.modeling_fusion import FusionModel
+from ..model.processing_fusion import FusionProcessor
 from .cache_files import cache_file_path, discard_if_damaged, record_checksum
-from .column_mapping import modality_columns
-from .data_collator import ROW_INDEX_COLUMN
-from .modeling_fusion import FusionModel
-from .processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def embeds_column(name: str, tokens: bool = False) -> str:
 def caches_tokens(model: FusionModel, name: str) -> bool:
     """Whether modality ``name`` is cached as a token sequence rather than a pooled vector: the fusion is
     token-level, or the pooling has weights that train (``attention``), so only the tokens stay fixed."""
-    if getattr(model.fusion, "token_level", False):
+    if is_token_level(model.config.fusion):
         return True
     if name not in model.poolers:
         return False
@@ -139,7 +140,7 @@ def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: 
         raise ValueError(f"modality '{name}' is not in the processor (modalities {processor.modality_names})")
     spec = model.config.modalities[name]
     digest = hashlib.sha256()
-    digest.update(f"multimodal_fusion.embedding_cache v{CACHE_VERSION}|".encode())
+    digest.update(f"multimodal_fusion.cache.embedding_cache v{CACHE_VERSION}|".encode())
     tokens = caches_tokens(model, name)
     keys = ("kind", "layer", "max_tokens", "input_dim", "hidden_sizes", *(() if tokens else ("pooling",)))
     model_settings = {key: spec.get(key) for key in keys}

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data_loading import load_fusion_dataset
-from .modeling_fusion import FusionModel
-from .prediction import PredictionOutput, predict_dataset, scores_from_logits
-from .processing_fusion import FusionProcessor
+from ..data.data_loading import load_fusion_dataset
+from ..inference.prediction import PredictionOutput, predict_dataset, scores_from_logits
+from ..model.modeling_fusion import FusionModel
+from ..model.processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def predict_command(args: argparse.Namespace) -> dict[str, Any]:
 
 def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     """``multimodal-fusion evaluate``; returns the summary rows."""
-    from .evaluation import evaluation_report
+    from ..inference.evaluation import evaluation_report
 
     out_dir = Path(args.output_dir or Path(args.model_dir) / "evaluation")
     _check_new(out_dir / "metrics.json", args.overwrite)

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from transformers import EvalPrediction, PretrainedConfig
 
+from ..training.metrics import build_compute_metrics
 from .prediction import PredictionOutput
-from .training.metrics import build_compute_metrics
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> np.ndarray:

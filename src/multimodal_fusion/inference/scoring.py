@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from .column_mapping import modality_columns
-from .data_collator import ROW_INDEX_COLUMN, FusionDataCollator
-from .embedding_cache import EMBEDS_SUFFIX, cache_embeddings, embeds_column, has_random_augmentation
-from .modeling_fusion import FusionModel
-from .processing_fusion import FusionProcessor
+from ..cache.embedding_cache import EMBEDS_SUFFIX, cache_embeddings, embeds_column, has_random_augmentation
+from ..data.column_mapping import modality_columns
+from ..data.data_collator import ROW_INDEX_COLUMN, FusionDataCollator
+from ..model.modeling_fusion import FusionModel
+from ..model.processing_fusion import FusionProcessor
 
 
 @dataclass

@@ -21,17 +21,17 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from .bad_samples import BadSampleError
-from .data_collator import ROW_INDEX_COLUMN, _embeds_fields
-from .embedding_cache import (
+from ..cache.embedding_cache import (
     cache_embeddings,
     cache_fingerprint,
     embedding_fingerprint,
     embeds_column,
     has_random_augmentation,
 )
-from .modeling_fusion import FusionModel
-from .processing_fusion import FusionProcessor
+from ..data.data_collator import ROW_INDEX_COLUMN, _embeds_fields
+from ..model.bad_samples import BadSampleError
+from ..model.modeling_fusion import FusionModel
+from ..model.processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from transformers import CONFIG_MAPPING, PretrainedConfig
 
 from .encoder_adapters import adapter_class_for, tower_config
 from .encoder_adapters import infer_kind as adapter_infer_kind
+from .fusions import FUSION_REGISTRY, is_token_level
 from .module_adapter import ModuleAdapter  # noqa: F401 (registers the "module" adapter for `adapter_for`)
 from .pooling_layers import POOLING_REGISTRY
-from .token_fusion_layers import FUSION_REGISTRY  # the registry, with the token-level fusions registered
 
 MODALITY_KINDS = ("image", "audio", "text", "features")
 """What a modality can hold: an image, audio or text encoder, or a dense float vector (``features``)."""
@@ -444,7 +444,7 @@ class FusionConfig(PretrainedConfig):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{field}` must be a positive integer, got {value!r}")
-        attends = getattr(FUSION_REGISTRY[self.fusion], "token_level", self.fusion == "transformer")
+        attends = is_token_level(self.fusion) or self.fusion == "transformer"
         if attends and self.projection_dim % self.fusion_heads:
             raise ValueError(
                 f"`projection_dim` ({self.projection_dim}) must be divisible by `fusion_heads` ({self.fusion_heads})"

@@ -25,7 +25,7 @@ from .batch_inputs import batch_size_of, check_fields, drop_modalities, presence
 from .configuration_fusion import FusionConfig, ModalitySpec, encoder_tower_config, infer_kind
 from .encoder_adapters import EncoderAdapter, adapter_class_for, adapter_for
 from .encoder_layout import EncoderLayout
-from .fusion_layers import FUSION_REGISTRY
+from .fusions import FUSION_REGISTRY, is_token_level
 from .input_validation import InputLimits, input_limits
 from .label_validation import IGNORE_INDEX, check_labels
 from .load_report import expected_missing_keys
@@ -243,7 +243,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         self.pooled_dims: dict[str, int] = {}
         self.adapters: dict[str, EncoderAdapter] = {}
         dim = config.projection_dim
-        token_level = getattr(FUSION_REGISTRY[config.fusion], "token_level", False)
+        token_level = is_token_level(config.fusion)
         for name, spec in config.modalities.items():
             adapter = self.adapters[name] = adapter_for(spec)
             encoder = encoders.get(name)
@@ -364,7 +364,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
         """Upload to the Hub repo ``repo_id``. With the package installed: weights, config, code, the processor
-        (``processor=``) and a model card in one commit (``multimodal_fusion.hub.push_model_to_hub``, which the
+        (``processor=``) and a model card in one commit (``multimodal_fusion.hub.upload.push_model_to_hub``, which the
         package root sets as ``hub_uploader``). Loaded as remote code without the package: transformers' own
         ``push_to_hub`` (weights, config, code)."""
         uploader = type(self).hub_uploader
@@ -488,7 +488,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         batch, batch_size, masks = self._prepare(inputs, labels)
         if self.training and self.config.modality_dropout > 0:
             masks = drop_modalities(masks, self.config.modality_dropout)
-        if getattr(self.fusion, "token_level", False):
+        if is_token_level(self.config.fusion):
             fused, projected = self._fuse_tokens(batch, batch_size, masks, output_attentions)
         else:
             projected = self._project(batch, masks, batch_size)

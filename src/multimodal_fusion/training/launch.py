@@ -1,5 +1,5 @@
 """Training entry point of the installed package: ``multimodal-fusion train CONFIG [--flag value ...]`` and, for
-several processes, ``accelerate launch -m multimodal_fusion.train CONFIG [--flag value ...]``.
+several processes, ``accelerate launch -m multimodal_fusion.training.launch CONFIG [--flag value ...]``.
 
 ``CONFIG`` is a YAML/JSON file or the name of a ready config shipped with the package (``demo``, ``hub-base``);
 flags override its values. A config's ``hpo:`` section is for ``multimodal-fusion hpo`` and is ignored here.
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def ready_configs() -> dict[str, Path]:
     """Ready training config name (``demo``, ``hub-base``) -> its file shipped in ``multimodal_fusion.configs``."""
-    from .configs import available_configs, config_path
+    from ..configs import available_configs, config_path
 
     return {name[: -len(".yaml")]: config_path(name) for name in available_configs() if "/" not in name}
 
@@ -63,7 +63,7 @@ def training_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train as ``training/run.py`` does; returns the metrics written to ``all_results.json``."""
-    from .training.run_fusion import main as run_main
+    from .run_fusion import main as run_main
 
     args, hpo = training_argv(sys.argv[1:] if argv is None else argv)
     if hpo:

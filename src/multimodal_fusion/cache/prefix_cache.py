@@ -28,8 +28,11 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from .bad_samples import BadSampleError
-from .data_collator import FusionDataCollator
+from ..data.data_collator import FusionDataCollator
+from ..model.bad_samples import BadSampleError
+from ..model.modeling_fusion import FusionModel
+from ..model.prefix_layers import prefix_exact_reason, prefix_runner
+from ..model.processing_fusion import FusionProcessor
 from .embedding_cache import (
     _json,
     _modality_columns,
@@ -38,9 +41,6 @@ from .embedding_cache import (
     media_files_signature,
     processor_settings,
 )
-from .modeling_fusion import FusionModel
-from .prefix_layers import prefix_exact_reason, prefix_runner
-from .processing_fusion import FusionProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def prefix_fingerprint(
     live = {n for block in layout.blocks[num_frozen:] for n in block} | set(layout.final + layout.pooler)
     digest = hashlib.sha256()
     digest.update(
-        f"multimodal_fusion.prefix_cache v{PREFIX_CACHE_VERSION}|{num_frozen}|{storage_dtype}|".encode()
+        f"multimodal_fusion.cache.prefix_cache v{PREFIX_CACHE_VERSION}|{num_frozen}|{storage_dtype}|".encode()
     )
     config = spec.config.to_dict()
     for key in ("_name_or_path", "transformers_version", "architectures", "id2label", "label2id"):

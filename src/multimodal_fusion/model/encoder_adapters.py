@@ -31,10 +31,11 @@ from torch import nn
 from transformers import MODEL_MAPPING, AutoModel, PretrainedConfig
 
 from .feature_encoder import FeatureEncoder
+from .registry import Registry
 
 logger = logging.getLogger(__name__)
 
-ENCODER_ADAPTERS: dict[str, type[EncoderAdapter]] = {}
+ENCODER_ADAPTERS: Registry[type[EncoderAdapter]] = Registry("encoder adapter", attribute="name")
 """Adapter name -> class, most specific first; [`adapter_class_for`] takes the first that matches a config."""
 
 TOWERS = {"image": ("vision_config", "vision_model"), "text": ("text_config", "text_model")}
@@ -49,15 +50,8 @@ MAIN_INPUT_KINDS = {
 }
 
 
-def register_adapter(name: str):
-    """Class decorator adding an encoder adapter to ``ENCODER_ADAPTERS`` under ``name``."""
-
-    def wrap(cls: type[EncoderAdapter]) -> type[EncoderAdapter]:
-        ENCODER_ADAPTERS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+register_adapter = ENCODER_ADAPTERS.register
+"""Class decorator adding an encoder adapter to ``ENCODER_ADAPTERS`` under ``name``."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .configuration_fusion import FusionConfig
+from ..model.configuration_fusion import FusionConfig
 
 PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt", "*.pth"]
 """What a training output folder holds that is not part of the model (checkpoints, logs, optimizer states)."""

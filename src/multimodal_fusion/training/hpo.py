@@ -32,12 +32,12 @@ from typing import Any
 
 import yaml
 
-from .data_collator import FusionDataCollator
-from .train import load_config, training_argv
-from .training.embedding_cache_policy import apply_embedding_cache
-from .training.metrics import build_compute_metrics
-from .training.run_fusion import build_model, build_processor, has_missing_values, load_data, parse_arguments
-from .training.trainer import FusionTrainer
+from ..data.data_collator import FusionDataCollator
+from .embedding_cache_policy import apply_embedding_cache
+from .launch import load_config, training_argv
+from .metrics import build_compute_metrics
+from .run_fusion import build_model, build_processor, has_missing_values, load_data, parse_arguments
+from .trainer import FusionTrainer
 
 logger = logging.getLogger(__name__)
 

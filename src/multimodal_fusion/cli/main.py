@@ -63,7 +63,7 @@ def summary(title: str, rows: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------------- subcommands
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
-    from .train import main as train_main
+    from ..training.launch import main as train_main
 
     metrics = train_main([args.config, *rest])
     summary("training finished", {k: v for k, v in metrics.items() if not k.endswith("_runtime")})
@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_hpo(args: argparse.Namespace, rest: list[str]) -> int:
     require("optuna")
-    from .hpo import run_hpo
+    from ..training.hpo import run_hpo
 
     result = run_hpo([args.config, *rest])
     summary("hyperparameter search finished", result.summary())
@@ -80,7 +80,7 @@ def cmd_hpo(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, rest: list[str]) -> int:
-    from .cli_inference import predict_command
+    from .inference_commands import predict_command
 
     counts = predict_command(args)
     summary("predictions written", counts)
@@ -90,7 +90,7 @@ def cmd_predict(args: argparse.Namespace, rest: list[str]) -> int:
 def cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> int:
     if not args.no_plots:
         require("matplotlib")
-    from .cli_inference import evaluate_command
+    from .inference_commands import evaluate_command
 
     rows = evaluate_command(args)
     summary("evaluation", rows)
@@ -99,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
     require("onnx", "onnxscript", "onnxruntime") if args.format == "onnx" else None
-    from .export import export_model
+    from ..inference.export import export_model
 
     result = export_model(args.model_dir, args.output, args.format, opset=args.opset)
     summary(f"exported ({args.format})", result)
@@ -108,8 +108,8 @@ def cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
     require("matplotlib", "sklearn", "tokenizers")
-    from .demo.run_demo import main as demo_main
-    from .train import resolve_config
+    from ..demo.run_demo import main as demo_main
+    from ..training.launch import resolve_config
 
     if "--config" not in rest:
         rest = ["--config", str(resolve_config("demo")), *rest]
