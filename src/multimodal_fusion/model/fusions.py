@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import token_fusion_layers  # noqa: F401  (fills TOKEN_FUSIONS: cross_attention, bottleneck, perceiver)
-from .fusion_layers import POOLED_FUSIONS, TOKEN_FUSIONS
+from .fusion_layers import POOLED_FUSIONS
 from .registry import RegistryUnion
+from .token_fusion_layers import (
+    TOKEN_FUSIONS,  # importing it fills the table (cross_attention, bottleneck, perceiver)
+)
 
 FUSION_REGISTRY = RegistryUnion("fusion", POOLED_FUSIONS, TOKEN_FUSIONS)
 """Every fusion by name, pooled first (read-only; register in ``POOLED_FUSIONS`` or ``TOKEN_FUSIONS``)."""
