@@ -1,26 +1,32 @@
 """Export a fusion model's inference graph for serving: ONNX (onnxruntime) or a ``torch.export`` program.
 
-The graph takes the processor's tensors and returns logits. Inputs, in this order, per modality of the model:
-its batch fields (``image_pixel_values``; ``audio_input_values``, ``audio_attention_mask``; ``text_input_ids``,
-``text_attention_mask`` (+ ``text_token_type_ids``); ``sensors_values``) and ``{name}_mask`` (bool ``[B]``, False =
-missing). Axis 0 (batch) of every input and axis 1 of audio samples and text tokens are dynamic.
+The graph is the model's own ``forward`` (pooled and token-level fusions alike) traced on a processor batch: it
+takes the processor's tensors and returns logits. Inputs, in this order, per modality of the model: its batch
+fields (its adapter's ``input_fields`` then the ``optional_fields`` the processor gives, e.g.
+``image_pixel_values``; ``audio_input_values``, ``audio_attention_mask``; ``text_input_ids``,
+``text_attention_mask``, ``text_token_type_ids``) and, unless exported with ``masks=False``, ``{name}_mask``
+(bool ``[B]``, False = missing). Axis 0 (batch) of every input and every axis whose size follows the samples'
+lengths (audio samples, text tokens) are dynamic. [`run_onnx`] takes a processor batch as it is: a
+``{name}_mask`` the batch lacks (the processor writes one only when a sample is missing) is all-True.
 
-Unlike the eager model, which runs an encoder only on the rows where its modality is present, the graph runs
-every encoder on every row (a graph cannot change shape by data) and then replaces a missing row's vector with the
-learned missing-modality placeholder; the fusion gets the same masks. So a missing row needs a placeholder input
+Unlike the eager model, which runs an encoder only on the rows where its modality is present, the model under
+``torch.export`` (``torch.compiler.is_exporting()``) runs every encoder on every row (a graph cannot change shape
+by data) and then masks the missing rows: a pooled fusion gets the learned missing-modality placeholder there, a
+token-level fusion zero tokens with a False token mask, as in eager. So a missing row needs a placeholder input
 of the right shape, as the processor's padded batch holds. [`export_model`] checks the exported graph against the
 eager model on a batch with a missing modality and raises when the logits differ by more than ``atol``.
 
 A wav2vec2 encoder with group normalisation (the ``base`` checkpoints) normalises over each clip's valid frames
 only (the masked GroupNorm of ``encoder_adapters``), in the graph as in the eager model, so it is exact at any
 padding. Families that the eager model encodes length by length (``exact_by_unpadding``: Data2VecAudio,
-Wav2Vec2-Conformer, SEW) are exact in the graph only on unpadded (equal-length) audio.
+Wav2Vec2-Conformer, SEW) are exact in the graph only on unpadded (equal-length) audio. A ``max_tokens`` cap on
+audio or text tokens has a data-dependent width and does not export.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +35,54 @@ import PIL.Image
 import torch
 from torch import nn
 
-from ..model.configuration_fusion import KIND_FIELDS
 from ..model.modeling_fusion import FusionModel
 from ..model.processing_fusion import FusionProcessor
+from ..model.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("onnx", "torch_export")
-SEQUENCE_FIELDS = {
-    "audio": ("input_values", "attention_mask"),
-    "text": KIND_FIELDS["text"][0] + KIND_FIELDS["text"][1],
-}
-"""Per kind: the fields whose axis 1 is a dynamic sequence axis."""
+
+EXAMPLE_SAMPLES: Registry[Callable[[dict[str, Any], int, np.random.Generator], Any]] = Registry(
+    "example sample kind"
+)
+"""Modality kind -> ``maker(processor spec, size, rng)``: one raw sample whose length grows with ``size`` (what
+the processor takes); the processor turns them into the example batch the graph is traced on."""
+
+
+@EXAMPLE_SAMPLES.register("image")
+def _example_image(spec: dict[str, Any], size: int, rng: np.random.Generator) -> PIL.Image.Image:
+    """An RGB image of height ``40 + 8 * size``."""
+    return PIL.Image.fromarray(rng.integers(0, 255, (40 + 8 * size, 48, 3), dtype=np.uint8))
+
+
+@EXAMPLE_SAMPLES.register("audio")
+def _example_audio(spec: dict[str, Any], size: int, rng: np.random.Generator) -> Any:
+    """``0.2 + 0.1 * size`` seconds of noise at the feature extractor's rate (frames for your own network)."""
+    if spec.get("frames"):
+        return rng.standard_normal((4 + 2 * size, spec["input_dim"])).astype(np.float32)
+    rate = spec["sampling_rate"]
+    return {
+        "array": rng.standard_normal(int(rate * (0.2 + 0.1 * size))).astype(np.float32),
+        "sampling_rate": rate,
+    }
+
+
+@EXAMPLE_SAMPLES.register("text")
+def _example_text(spec: dict[str, Any], size: int, rng: np.random.Generator) -> str:
+    """``size + 1`` times "a short sample"."""
+    return " ".join(["a short sample"] * (size + 1))
+
+
+@EXAMPLE_SAMPLES.register("features")
+def _example_features(spec: dict[str, Any], size: int, rng: np.random.Generator) -> np.ndarray:
+    """A standard-normal ``[input_dim]`` vector."""
+    return rng.standard_normal(spec["input_dim"]).astype(np.float32)
 
 
 class FusionInferenceGraph(nn.Module):
-    """``FusionModel`` inference as a fixed-shape graph: ``forward(*tensors)`` in ``input_names`` order -> logits
-    ``[B, num_labels]``. Dropout and modality dropout are off (eval mode)."""
+    """``FusionModel.forward`` in eval mode as a function of positional tensors: ``forward(*tensors)`` in
+    ``input_names`` order -> logits ``[B, num_labels]``. Dropout and modality dropout are off."""
 
     def __init__(self, model: FusionModel, input_names: list[str]):
         super().__init__()
@@ -54,83 +91,61 @@ class FusionInferenceGraph(nn.Module):
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         inputs = dict(zip(self.input_names, tensors, strict=True))
-        model = self.model
-        projected, masks = [], []
-        for name in model.config.modalities:
-            prefix = f"{name}_"
-            fields = {
-                k[len(prefix) :]: v for k, v in inputs.items() if k.startswith(prefix) and k != f"{name}_mask"
-            }
-            mask = inputs[f"{name}_mask"].to(torch.bool)
-            vectors = model.projections[name](model._run_encoder(name, fields))
-            placeholder = model.missing_embeddings[name].to(vectors.dtype).unsqueeze(0)
-            projected.append(torch.where(mask.unsqueeze(1), vectors, placeholder))
-            masks.append(mask)
-        fused = model.fusion(torch.stack(projected, dim=1), torch.stack(masks, dim=1))
-        return model.classifier(fused.fused)
+        return self.model(**inputs, return_dict=True).logits
 
 
 def example_batch(
-    processor: FusionProcessor, model: FusionModel, batch_size: int = 3
+    processor: FusionProcessor,
+    model: FusionModel,
+    batch_size: int = 3,
+    longer: int = 0,
+    missing: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """A processor batch of synthetic samples of different lengths; the last sample misses its first modality
-    (for checking the masks). Every modality gets an explicit ``{name}_mask``."""
+    """A processor batch of synthetic samples (``EXAMPLE_SAMPLES``) of different lengths (``longer`` makes
+    every sample longer); with ``missing`` the last sample misses its first modality (for checking the masks).
+    Every modality gets an explicit ``{name}_mask``.
+
+    Raises:
+        KeyError: a modality kind with no ``EXAMPLE_SAMPLES`` maker.
+    """
     rng = np.random.default_rng(0)
     inputs: dict[str, list[Any]] = {}
     for name, spec in processor.modalities.items():
-        kind = spec["kind"]
-        if kind == "image":
-            samples = [
-                PIL.Image.fromarray(rng.integers(0, 255, (40 + 8 * i, 48, 3), dtype=np.uint8))
-                for i in range(batch_size)
-            ]
-        elif kind == "audio":
-            rate = spec["sampling_rate"]
-            samples = [{"array": rng.standard_normal(int(rate * (0.2 + 0.1 * i))).astype(np.float32),
-                        "sampling_rate": rate} for i in range(batch_size)]  # fmt: skip
-        elif kind == "text":
-            samples = [" ".join(["a short sample"] * (i + 1)) for i in range(batch_size)]
-        else:
-            samples = [rng.standard_normal(spec["input_dim"]).astype(np.float32) for _ in range(batch_size)]
-        inputs[name] = samples
+        make = EXAMPLE_SAMPLES.get(spec["kind"])
+        inputs[name] = [make(spec, i + longer, rng) for i in range(batch_size)]
     first = next(iter(inputs))
-    inputs[first][-1] = None
+    if missing:
+        inputs[first][-1] = None
     batch = dict(processor(**inputs, return_tensors="pt"))
     for name in model.config.modalities:
         batch.setdefault(f"{name}_mask", torch.ones(batch_size, dtype=torch.bool))
     return batch
 
 
-def graph_inputs(model: FusionModel, batch: Mapping[str, torch.Tensor]) -> list[str]:
-    """Input names in graph order: per modality (model order) its fields in the batch, then its mask."""
+def graph_inputs(model: FusionModel, batch: Mapping[str, torch.Tensor], masks: bool = True) -> list[str]:
+    """Input names in graph order: per modality (model order) its fields in the batch, then (``masks``) its
+    mask."""
     names = []
     for name in model.config.modalities:
         adapter = model.adapters[name]
         fields = (*adapter.input_fields, *adapter.optional_fields)
         names += [f"{name}_{f}" for f in fields if f"{name}_{f}" in batch]
-        names.append(f"{name}_mask")
+        if masks:
+            names.append(f"{name}_mask")
     return names
 
 
-def _dynamic_shapes(model: FusionModel, input_names: list[str]) -> tuple[dict[int, Any], ...]:
+def dynamic_axes(
+    batch: Mapping[str, torch.Tensor], longer: Mapping[str, torch.Tensor], input_names: list[str]
+) -> tuple[dict[int, Any], ...]:
+    """Per input: axis 0 and every axis whose size differs between ``batch`` and ``longer`` (the same samples
+    made longer, see [`example_batch`]) are ``Dim.DYNAMIC``."""
     dynamic = torch.export.Dim.DYNAMIC
     shapes = []
-    for input_name in input_names:
-        axes = {0: dynamic}
-        for name, spec in model.config.modalities.items():
-            field = input_name[len(name) + 1 :]
-            if input_name.startswith(f"{name}_") and field in SEQUENCE_FIELDS.get(spec["kind"], ()):
-                axes[1] = dynamic
-        shapes.append(axes)
+    for name in input_names:
+        a, b = batch[name].shape, longer[name].shape
+        shapes.append({0: dynamic} | {axis: dynamic for axis in range(1, len(a)) if a[axis] != b[axis]})
     return tuple(shapes)
-
-
-def _export_program(
-    graph: FusionInferenceGraph, args: tuple, model: FusionModel
-) -> torch.export.ExportedProgram:
-    return torch.export.export(
-        graph, args, dynamic_shapes=(_dynamic_shapes(model, graph.input_names),), strict=False
-    )
 
 
 def export_model(
@@ -141,9 +156,13 @@ def export_model(
     processor: FusionProcessor | None = None,
     opset: int = 18,
     atol: float = 1e-4,
+    masks: bool = True,
 ) -> dict[str, Any]:
     """Export the inference graph of ``model_dir`` (a saved folder, or a model with ``processor``) to ``output``
     and verify it against the eager model on a batch with a missing modality.
+
+    ``masks=False`` exports a graph without ``{name}_mask`` inputs (every modality present in every row; then
+    verified on a batch with every modality present). [`run_onnx`] fills absent masks of a masked graph.
 
     Returns ``{"output", "inputs", "max_abs_diff"}``. Raises ``ValueError`` for an unknown ``format`` and
     ``AssertionError`` when the exported logits differ from eager ones by more than ``atol``.
@@ -158,15 +177,18 @@ def export_model(
         model = FusionModel.from_pretrained(model_dir)
         processor = processor or FusionProcessor.from_pretrained(model_dir)
     model = model.float().cpu().eval()
-    batch = example_batch(processor, model)
-    input_names = graph_inputs(model, batch)
+    batch = example_batch(processor, model, missing=masks)
+    longer = example_batch(processor, model, longer=2, missing=masks)
+    input_names = graph_inputs(model, batch, masks)
     graph = FusionInferenceGraph(model, input_names).eval()
     args = tuple(batch[n] for n in input_names)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        expected = model(**batch).logits
-        program = _export_program(graph, args, model)
+        expected = model(**{n: batch[n] for n in input_names}).logits
+        program = torch.export.export(
+            graph, args, dynamic_shapes=(dynamic_axes(batch, longer, input_names),), strict=False
+        )
         if format == "torch_export":
             torch.export.save(program, str(output))
             actual = torch.export.load(str(output)).module()(*args)
@@ -177,16 +199,34 @@ def export_model(
     diff = float((actual - expected).abs().max())
     if diff > atol:
         raise AssertionError(f"exported logits differ from the eager model's by {diff:.2e} (> {atol})")
-    logger.info(
-        f"export: {output} ({format}); max |exported - eager| = {diff:.2e} on a batch with a missing modality"
-    )
+    logger.info(f"export: {output} ({format}); max |exported - eager| = {diff:.2e}")
     return {"output": str(output), "inputs": ", ".join(input_names), "max_abs_diff": diff}
 
 
-def run_onnx(path: str | Path, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
-    """Logits of an exported ONNX graph through onnxruntime (CPU)."""
+def run_onnx(path: str | Path, inputs: Mapping[str, Any]) -> np.ndarray:
+    """Logits ``[B, num_labels]`` of an exported ONNX graph through onnxruntime (CPU).
+
+    ``inputs``: a processor batch as it is (tensors or arrays; keys the graph does not take are ignored). A
+    ``{name}_mask`` input of the graph that the batch lacks is all-True (the processor writes a mask only when a
+    sample is missing).
+
+    Raises:
+        ValueError: the batch lacks another input of the graph (naming it).
+    """
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    return session.run(["logits"], {k: v.numpy() for k, v in inputs.items() if k in names})[0]
+    arrays = {k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in inputs.items()}
+    batch_size = next(iter(arrays.values())).shape[0] if arrays else 0
+    feed = {}
+    for graph_input in session.get_inputs():
+        name = graph_input.name
+        if name in arrays:
+            feed[name] = arrays[name]
+        elif graph_input.type == "tensor(bool)" and len(graph_input.shape) == 1:  # a `{name}_mask`
+            feed[name] = np.ones(batch_size, dtype=bool)
+        else:
+            raise ValueError(
+                f"the batch has no '{name}' (the graph's inputs: {[i.name for i in session.get_inputs()]})"
+            )
+    return session.run(["logits"], feed)[0]

@@ -27,6 +27,8 @@ class ModalityEncodingMixin:
         """Whether this padded batch must be encoded length by length (adapters marked ``exact_by_unpadding``)."""
         mask = fields.get("attention_mask")
         exact_by_unpadding = getattr(self.adapters[name], "exact_by_unpadding", False)
+        if torch.compiler.is_exporting():  # a graph has one path: padded audio as is (exact when unpadded)
+            return False
         return exact_by_unpadding and mask is not None and not bool(mask.all())
 
     def _encoder_hidden(self, name: str, fields: dict[str, torch.Tensor]):
@@ -70,15 +72,18 @@ class ModalityEncodingMixin:
     def _pooled(
         self, name: str, fields: dict[str, torch.Tensor], present: torch.Tensor
     ) -> torch.Tensor | None:
-        """Pooled vectors ``[n_present, pooled_dim]`` for the present rows, or ``None`` when none is present."""
-        if not bool(present.any()):
+        """Pooled vectors ``[n_present, pooled_dim]`` for the present rows, or ``None`` when none is present.
+        While exporting (``torch.compiler.is_exporting()``): every row ``[B, pooled_dim]`` (no data-dependent
+        row selection; the caller masks the missing rows)."""
+        exporting = torch.compiler.is_exporting()
+        if not exporting and not bool(present.any()):
             return None
         if "embeds" in fields:  # cached float32 vectors follow the projection's dtype, as encoder inputs do
             return fields["embeds"][present].to(self.projections[name][0].weight.dtype)
         if "token_embeds" in fields:  # cached tokens: pool them as the live path pools the encoder's
             return self.poolers[name](*self._token_states(name, fields, present))
         inputs = {k: v for k, v in fields.items() if k != "mask"}
-        if not bool(present.all()):
+        if not exporting and not bool(present.all()):
             inputs = {k: v[present] for k, v in inputs.items()}
         if "hidden_states" in inputs:
             return self._run_from_hidden_states(name, inputs)
@@ -126,6 +131,9 @@ class ModalityEncodingMixin:
                 projected[name] = placeholder
                 continue
             vectors = self.projections[name](pooled)
+            if torch.compiler.is_exporting():  # every row was encoded (see `_pooled`)
+                projected[name] = torch.where(present.unsqueeze(1), vectors, placeholder.to(vectors.dtype))
+                continue
             scattered = vectors.new_zeros(batch_size, vectors.shape[1]).index_copy(
                 0, present.nonzero().squeeze(1), vectors
             )

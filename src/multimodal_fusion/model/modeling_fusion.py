@@ -407,12 +407,15 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
     def _prepare(self, inputs: dict[str, Any], labels: torch.Tensor | None):
         """Split and validate the batch (see ``batch_inputs``): ``(fields per modality, B, masks [B, M])``."""
         batch = split_inputs(self.config, inputs, self.adapters)
-        batch_size = batch_size_of(self.config, batch, labels)
         device = self.classifier.weight.device
-        for name, fields in batch.items():
-            check_fields(
-                self.config, name, fields, self.pooled_dims[name], self.adapters[name], self._limits(name)
-            )
+        if torch.compiler.is_exporting():  # symbolic sizes, data-dependent value checks: none in a graph
+            batch_size = next(v.shape[0] for fields in batch.values() for v in fields.values())
+        else:
+            batch_size = batch_size_of(self.config, batch, labels)
+            for name, fields in batch.items():
+                check_fields(
+                    self.config, name, fields, self.pooled_dims[name], self.adapters[name], self._limits(name)
+                )
         masks = torch.stack(
             [presence(name, batch[name], batch_size, device) for name in self.config.modalities], dim=1
         )

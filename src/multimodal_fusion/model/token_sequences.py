@@ -134,8 +134,10 @@ class TokenSequenceMixin:
         return tokens, mask
 
     def _token_states(self, name: str, fields: dict[str, torch.Tensor], present: torch.Tensor):
-        """``(tokens [n_present, T, hidden], mask)`` for the present rows (cached or encoded), or ``None``."""
-        if not bool(present.any()):
+        """``(tokens [n_present, T, hidden], mask)`` for the present rows (cached or encoded), or ``None``.
+        While exporting (``torch.compiler.is_exporting()``): every row (``_scatter_rows`` masks the missing ones)."""
+        exporting = torch.compiler.is_exporting()
+        if not exporting and not bool(present.any()):
             return None
         if "token_embeds" in fields:
             tokens = fields["token_embeds"][present].to(self.projections[name][0].weight.dtype)
@@ -145,7 +147,7 @@ class TokenSequenceMixin:
             )
             return tokens, mask[present].bool()
         inputs = {k: v for k, v in fields.items() if k != "mask"}
-        if not bool(present.all()):
+        if not exporting and not bool(present.all()):
             inputs = {k: v[present] for k, v in inputs.items()}
         frozen = not any(p.requires_grad for p in self.encoders[name].parameters())
         with torch.no_grad() if frozen else contextlib.nullcontext():
@@ -194,6 +196,8 @@ def _scatter_rows(states, present: torch.Tensor, batch_size: int, dim: int, devi
             batch_size, 1, dtype=torch.bool, device=device
         )
     tokens, mask = states
+    if torch.compiler.is_exporting():  # every row was encoded: zeros / False in the missing ones, as eager
+        return tokens.masked_fill(~present.view(-1, 1, 1), 0), mask.bool() & present.unsqueeze(1)
     rows = present.nonzero().squeeze(1)
     full = tokens.new_zeros(batch_size, *tokens.shape[1:]).index_copy(0, rows, tokens)
     full_mask = mask.new_zeros(batch_size, mask.shape[1]).index_copy(0, rows, mask)
