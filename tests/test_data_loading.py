@@ -329,3 +329,24 @@ def test_columns_map_modality_to_column_and_the_old_direction_warns(processor, t
         pytest.warns(FutureWarning),
     ):
         modality_columns({"a": "image", "b": "image"}, names)
+
+
+def test_label_typo_warns_without_label_names_and_is_an_error_with_them(tmp_path, caplog):
+    from multimodal_fusion.data.label_checks import edit_distance
+
+    labels = ["dog", "cat"] * 10 + ["dgo"]
+    datasets.Dataset.from_dict({"caption": ["x"] * len(labels), "label": labels}).save_to_disk(tmp_path / "d")
+    with caplog.at_level(logging.WARNING):
+        loaded = load_fusion_dataset(tmp_path / "d", {"text": "caption"})
+    assert loaded.num_labels == 3  # the typo is a class of its own: hence the warning
+    assert "'dgo' (1 row)" in caplog.text and "'dgo' (1) / 'dog' (10)" in caplog.text
+    assert "'cat' (10" not in caplog.text.split("very few rows")[1].split(";")[0]
+    assert edit_distance("dgo", "dog") == 1 and edit_distance("cat", "dog") == 3
+    caplog.clear()
+    with pytest.raises(ValueError, match=r"values \['dgo'\] are not among the label names.*row 20: 'dgo'"):
+        load_fusion_dataset(tmp_path / "d", {"text": "caption"}, label_names=["cat", "dog"])
+    balanced = ["class_1", "class_2"] * 5
+    datasets.Dataset.from_dict({"caption": ["x"] * 10, "label": balanced}).save_to_disk(tmp_path / "ok")
+    with caplog.at_level(logging.WARNING):
+        load_fusion_dataset(tmp_path / "ok", {"text": "caption"})
+    assert "label column" not in caplog.text

@@ -31,6 +31,7 @@ from ..model.label_validation import label_problem
 from ..model.processing_fusion import FusionProcessor
 from .column_mapping import modality_columns
 from .data_collator import ROW_INDEX_COLUMN
+from .label_checks import warn_about_labels
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +278,8 @@ def encode_labels(
     floats mean regression (class ids when ``label_names`` or ``num_labels`` > 1 is given: then they must be
     whole numbers); lists (multi-hot) mean multi-label classification, of width ``len(label_names)``,
     ``num_labels`` or else the most common width. Values outside the names are an error naming the rows; the
-    label values themselves are checked by [`check_label_values`].
+    label values themselves are checked by [`check_label_values`]. Without ``label_names``, rare classes and
+    near-duplicate names (``'dgo'``/``'dog'``) are a warning ([`label_checks.label_warnings`]).
     """
     first = next(iter(dataset.values()))
     feature = first.features[label_column]
@@ -337,6 +339,8 @@ def encode_labels(
             f"label column '{label_column}': values {sorted(unknown, key=str)[:10]} are not among the label names "
             f"{names[:20]} ({len(names)} classes; e.g. {_unknown_rows(dataset, label_column, unknown)})"
         )
+    if label_names is None:  # no declared label set: name rare classes and near-duplicate names (typos)
+        warn_about_labels(dataset, label_column)
     class_label = ClassLabel(names=names)
     for name, split in dataset.items():
         dataset[name] = split.cast_column(label_column, class_label)
@@ -442,7 +446,9 @@ def load_fusion_dataset(
         kinds: a [`FusionProcessor`] or modality -> kind, to know which columns hold image/audio paths; by default
             a modality named like a kind (``image``, ``audio``...) has that kind.
         label_column: the label column (``None`` or absent: no labels).
-        label_names: class names in id order (default: sorted string labels, or ``"0".."max"`` for ints).
+        label_names: class names in id order (default: sorted string labels, or ``"0".."max"`` for ints). A
+            declared set: any other label value is an error naming its split, row and value. Without it, rare
+            classes and near-duplicate names (likely typos) are logged as a warning.
         num_labels: the number of classes the model has, when known (a class id beyond it is then an error,
             not a larger head).
         skip_bad_samples: bad label values (missing, non-finite, fractional class ids, multi-hot values other

@@ -2,7 +2,7 @@
 
 Key names are a public contract: ``encoders``, ``fusion``, ``trainable_layers``, ``num_labels``,
 ``dataset_name``, ``train_file``, ``validation_file``, ``test_file``, ``dataset_dir``, ``columns``,
-``label_column``, plus every ``TrainingArguments`` field.
+``label_column``, ``class_names``, plus every ``TrainingArguments`` field.
 """
 
 from __future__ import annotations
@@ -112,6 +112,12 @@ class DataArguments:
         default=None, metadata={"help": "Modality -> column (JSON on the command line); default: same names."}
     )
     label_column: str = field(default="label", metadata={"help": "Column holding the labels."})
+    class_names: list[str] | None = field(
+        default=None,
+        metadata={"help": "The declared class names in id order (TrainingArguments.label_names is the batch key; a list; flags: `--class_names dog cat` or a JSON "
+                  "list): any other label value is an error naming its row. Without it, rare classes and "
+                  "near-duplicate names (likely typos) are logged as a warning."},
+    )  # fmt: skip
     train_split: str = field(default="train", metadata={"help": "Split name of the training data."})
     validation_split: str = field(
         default="validation", metadata={"help": "Split name of the validation data."}
@@ -140,6 +146,22 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         self.columns = _json_or_value(self.columns)
+        if isinstance(self.class_names, str):
+            self.class_names = [self.class_names]
+        if (
+            self.class_names is not None
+            and len(self.class_names) == 1
+            and self.class_names[0].startswith("[")
+        ):
+            self.class_names = _json_or_value(self.class_names[0])  # a JSON list given as one flag value
+        if self.class_names is not None:
+            if not isinstance(self.class_names, list) or not all(
+                isinstance(n, str) for n in self.class_names
+            ):
+                raise ValueError(f"`class_names` must be a list of class names, got {self.class_names!r}")
+            duplicates = sorted({n for n in self.class_names if self.class_names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"`class_names` names {duplicates} more than once")
         sources = [self.dataset_name, self.train_file, self.dataset_dir]
         if not any(sources):
             raise ValueError("give a dataset: `dataset_name`, `train_file` or `dataset_dir`")

@@ -114,6 +114,7 @@ def load_data(
         columns,
         kinds=processor,
         label_column=data_args.label_column,
+        label_names=data_args.class_names,
         num_labels=num_labels,
         skip_bad_samples=data_args.skip_bad_samples,
         **load_kwargs,
