@@ -160,11 +160,15 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         value: Any,
         sampling_rate: int | Mapping[str, int] | None = None,
         input_data_format: str | Mapping[str, str] | None = None,
+        *,
+        image_bit_depth: int | Mapping[str, int] | None = None,
     ) -> Any:
         """One raw sample of modality ``name`` -> its canonical form, checked: an RGB ``PIL.Image``, a float32
         mono waveform at the encoder's rate, a string, or a float32 vector.
 
         ``input_data_format``: image array layout (one value or modality -> value; default the spec's), see
+        [`decode_image`]. ``image_bit_depth``: the declared bit depth of integer images wider than 8 bits (one
+        value or modality -> value; default the spec's ``image_bit_depth``), ``bit_depth`` of
         [`decode_image`]. Raises [`BadSampleError`] (naming the modality and the file) for unusable data.
         """
         if name not in self.modalities:
@@ -174,7 +178,9 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         try:
             if kind == "image":
                 layout = _for_modality(input_data_format, name) or spec.get("input_data_format")
-                return decode_image(value, layout)
+                depth = _for_modality(image_bit_depth, name)
+                depth = spec.get("image_bit_depth") if depth is None else depth
+                return decode_image(value, layout, bit_depth=depth)
             if spec.get("frames"):  # precomputed frames for your own network
                 return decode_frames(spec["input_dim"], value)
             if kind == "audio":
@@ -225,6 +231,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         sampling_rate: int | Mapping[str, int] | None = None,
         return_tensors: str | None = "pt",
         input_data_format: str | Mapping[str, str] | None = None,
+        image_bit_depth: int | Mapping[str, int] | None = None,
         **inputs: Any,
     ) -> BatchFeature:
         """Decode, resample, pre-process and pad one batch.
@@ -236,6 +243,9 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             input_data_format: layout of image arrays, ``"channels_first"`` or ``"channels_last"`` (one value
                 or modality -> value), as in transformers' image processors; needed for an ambiguous shape
                 such as ``[3, 3, 3]``.
+            image_bit_depth: bit depth of integer images wider than 8 bits (one value or modality -> value;
+                default the spec's): needed for a 32-bit ``I`` image whose file declares none (an in-memory
+                one) and for integer arrays other than uint8/uint16; see [`decode_image`].
             inputs: one keyword per modality: a list of samples (``None`` = missing) or one sample.
 
         Raises [`BadSampleError`] naming the modality, the sample's position and the file for unusable data.
@@ -260,7 +270,9 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
                     decoded[name].append(
                         None
                         if sample is None
-                        else self.decode(name, sample, sampling_rate, input_data_format)
+                        else self.decode(
+                            name, sample, sampling_rate, input_data_format, image_bit_depth=image_bit_depth
+                        )
                     )
                 except BadSampleError as error:
                     raise error.locate(row=f"sample {index}") from error.__cause__
