@@ -50,6 +50,15 @@ def _for_modality(value: Any, name: str) -> Any:
     return value.get(name) if isinstance(value, Mapping) else value
 
 
+def _decode_image_sample(
+    spec: Mapping[str, Any], name: str, value: Any, input_data_format: Any, image_bit_depth: Any
+) -> Any:
+    """[`decode_image`] with the per-call layout / bit depth of modality ``name``, else its spec's."""
+    layout = _for_modality(input_data_format, name) or spec.get("input_data_format")
+    depth = _for_modality(image_bit_depth, name)
+    return decode_image(value, layout, bit_depth=spec.get("image_bit_depth") if depth is None else depth)
+
+
 def _keep_fields(out: Any, wanted: Sequence[str]) -> dict[str, torch.Tensor]:
     """The sub-processor outputs the encoder takes (its adapter's ``input_fields``), as tensors."""
     return {field: torch.as_tensor(np.asarray(out[field])) for field in wanted if field in out}
@@ -160,21 +169,20 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         value: Any,
         sampling_rate: int | Mapping[str, int] | None = None,
         input_data_format: str | Mapping[str, str] | None = None,
+        image_bit_depth: int | Mapping[str, int] | None = None,
     ) -> Any:
         """One raw sample of modality ``name`` -> its canonical form, checked: an RGB ``PIL.Image``, a float32
         mono waveform at the encoder's rate, a string, or a float32 vector.
 
-        ``input_data_format``: image array layout (one value or modality -> value; default the spec's), see
-        [`decode_image`]. Raises [`BadSampleError`] (naming the modality and the file) for unusable data.
-        """
+        ``input_data_format`` / ``image_bit_depth``: image array layout / bit depth (one value or modality ->
+        value; default the spec's; see [`decode_image`]). Raises [`BadSampleError`] naming modality, file."""
         if name not in self.modalities:
             raise ValueError(f"unknown modality '{name}'; modalities are {self.modality_names}")
         spec = self.modalities[name]
         kind = spec["kind"]
         try:
             if kind == "image":
-                layout = _for_modality(input_data_format, name) or spec.get("input_data_format")
-                return decode_image(value, layout)
+                return _decode_image_sample(spec, name, value, input_data_format, image_bit_depth)
             if spec.get("frames"):  # precomputed frames for your own network
                 return decode_frames(spec["input_dim"], value)
             if kind == "audio":
@@ -225,6 +233,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         sampling_rate: int | Mapping[str, int] | None = None,
         return_tensors: str | None = "pt",
         input_data_format: str | Mapping[str, str] | None = None,
+        image_bit_depth: int | Mapping[str, int] | None = None,
         **inputs: Any,
     ) -> BatchFeature:
         """Decode, resample, pre-process and pad one batch.
@@ -233,9 +242,9 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             sampling_rate: rate of raw audio arrays (one number, or modality name -> number); samples that carry
                 their own rate (dicts, decoders, files) use theirs. Arrays with no rate are an error.
             return_tensors: ``"pt"`` (default) or ``"np"``.
-            input_data_format: layout of image arrays, ``"channels_first"`` or ``"channels_last"`` (one value
-                or modality -> value), as in transformers' image processors; needed for an ambiguous shape
-                such as ``[3, 3, 3]``.
+            input_data_format, image_bit_depth: layout of image arrays (``"channels_first"`` or
+                ``"channels_last"``, as in transformers' image processors; needed for an ambiguous shape such
+                as ``[3, 3, 3]``) / bit depth of integer images (one value or modality -> value; decode_image).
             inputs: one keyword per modality: a list of samples (``None`` = missing) or one sample.
 
         Raises [`BadSampleError`] naming the modality, the sample's position and the file for unusable data.
@@ -260,7 +269,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
                     decoded[name].append(
                         None
                         if sample is None
-                        else self.decode(name, sample, sampling_rate, input_data_format)
+                        else self.decode(name, sample, sampling_rate, input_data_format, image_bit_depth)
                     )
                 except BadSampleError as error:
                     raise error.locate(row=f"sample {index}") from error.__cause__

@@ -32,7 +32,7 @@ from .configuration_fusion import (
     resolve_kind,
 )
 from .encoder_adapters import adapter_class_for
-from .image_decoding import normalize_input_data_format
+from .image_decoding import normalize_bit_depth, normalize_input_data_format
 from .input_validation import max_text_positions, min_audio_samples
 from .module_processing import module_processor_spec
 
@@ -88,6 +88,7 @@ PROCESSOR_SPEC_KEYS = (
     "input_dim",
     "timm",
     "input_data_format",
+    "image_bit_depth",
     "input_fields",
     "call_kwargs",
     "frames",
@@ -151,6 +152,12 @@ def normalize_processor_spec(name: str, spec: Any) -> tuple[dict[str, Any], Any]
             raise ValueError(f"modality '{name}': {error}") from None
         if input_data_format is not None:
             out["input_data_format"] = input_data_format
+        try:
+            bit_depth = normalize_bit_depth(spec.get("image_bit_depth"))
+        except ValueError as error:
+            raise ValueError(f"modality '{name}': {error}") from None
+        if bit_depth is not None:
+            out["image_bit_depth"] = bit_depth
     elif kind == "audio":
         rate = getattr(processor, "sampling_rate", None)
         if not isinstance(rate, int) or rate <= 0:
@@ -221,6 +228,7 @@ class ProcessorLoadingMixin:
                     "processor",
                     "min_audio_samples",
                     "input_data_format",
+                    "image_bit_depth",
                     "name",
                 }
             )
@@ -257,6 +265,8 @@ class ProcessorLoadingMixin:
                 out["min_audio_samples"] = spec.get("min_audio_samples") or min_audio_samples(tower)
             elif kind == "image" and spec.get("input_data_format") is not None:
                 out["input_data_format"] = spec["input_data_format"]
+            if kind == "image" and spec.get("image_bit_depth") is not None:
+                out["image_bit_depth"] = spec["image_bit_depth"]
             modalities[name] = out
         return cls(modalities, max_audio_seconds=max_audio_seconds)
 
