@@ -37,7 +37,7 @@ LAYERS: dict[str, int] = {
 must be given one here."""
 
 PROCESSING_FILES = {
-    "audio_decoding", "bad_samples", "image_decoding", "module_processing", "processing_fusion", "processor_loading",
+    "audio_decoding", "image_decoding", "module_processing", "processing_fusion", "processor_loading",
 }  # fmt: skip
 """Model-folder files on the processor's side (``FusionProcessor`` and its decoding: remote code for
 ``AutoProcessor``): they may also import numpy, PIL and the audio decoders, and the modeling files may not import
@@ -161,6 +161,72 @@ def test_modeling_files_do_not_import_the_processing_side_at_module_level():
             if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in PROCESSING_FILES:
                 bad.append(f"{path.name}:{node.lineno} imports .{node.module} at module level")
     assert not bad, "\n".join(bad)
+
+
+KIND_NAMES = {"image", "audio", "text", "features"}
+"""The built-in modality kinds: a comparison with one of these names is a branch on the kind."""
+
+
+KIND_BRANCH_EXEMPT = {"demo"}
+"""``demo/``: the demo's fixed task has modalities *named* image / audio / text, and its own unimodal pretraining
+(outside the package's API) dispatches on those names, not on a modality's kind."""
+
+
+def _is_kind_file(path: Path) -> bool:
+    return path.parent.name == "model" and (
+        path.stem.startswith("kind_") or path.stem in ("modality_kind", "modality_kinds")
+    )
+
+
+def _kind_constants(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value} & KIND_NAMES
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return set().union(*(_kind_constants(e) for e in node.elts)) if node.elts else set()
+    return set()
+
+
+def kind_branches(path: Path) -> list[str]:
+    """``x == "image"`` / ``x in ("audio", "text")`` / ``!=`` / ``not in`` comparisons with a built-in kind name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare) and any(
+            isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) for op in node.ops
+        ):
+            names = set().union(*(_kind_constants(side) for side in [node.left, *node.comparators]))
+            if names:
+                found.append(f"{path.relative_to(SRC)}:{node.lineno} compares with kind {sorted(names)}")
+    return found
+
+
+def test_no_kind_branch_outside_the_kind_classes():
+    """What depends on a modality kind is asked of its ``ModalityKind`` (``model/kind_*.py``), never branched on."""
+    bad = [
+        line
+        for path in _modules()
+        if not _is_kind_file(path) and _unit(path) not in KIND_BRANCH_EXEMPT
+        for line in kind_branches(path)
+    ]
+    assert not bad, "branches on a modality kind outside model/kind_*.py:\n" + "\n".join(bad)
+
+
+def test_kind_branch_checker_sees_the_forms(tmp_path):
+    source = tmp_path / "x.py"
+    source.write_text(
+        'a = kind == "image"\nb = spec["kind"] in ("audio", "text")\nc = k != "features"\nd = x == "other"\n'
+    )
+    found = kind_branches_in(source)
+    assert [line.split(":")[1].split()[0] for line in found] == ["1", "2", "3"]
+
+
+def kind_branches_in(path: Path) -> list[str]:
+    """[`kind_branches`] of a file outside the package (for the checker's own test)."""
+    global SRC
+    saved, SRC = SRC, path.parent
+    try:
+        return kind_branches(path)
+    finally:
+        SRC = saved
 
 
 def test_layer_checker_catches_an_upward_import(tmp_path):

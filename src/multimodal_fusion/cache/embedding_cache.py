@@ -95,8 +95,8 @@ def processor_settings(processor: FusionProcessor, name: str) -> dict[str, Any]:
     spec = {k: v for k, v in processor.modalities[name].items() if k != "path"}
     sub = processor.processors.get(name)
     settings: dict[str, Any] = {"spec": spec, "type": type(sub).__name__ if sub is not None else None}
-    if spec["kind"] == "audio":
-        settings["max_audio_seconds"] = processor._max_audio_seconds(name)
+    if name in processor.audio_modalities:
+        settings["max_audio_seconds"] = processor.max_audio_seconds_of(name)
     if sub is None:
         return settings
     backend = getattr(sub, "backend_tokenizer", None)

@@ -30,6 +30,7 @@ from datasets import Dataset
 
 from ..data.data_collator import FusionDataCollator
 from ..model.bad_samples import BadSampleError
+from ..model.modality_kinds import get_kind
 from ..model.modeling_fusion import FusionModel
 from ..model.prefix_layers import prefix_exact_reason, prefix_runner
 from ..model.processing_fusion import FusionProcessor
@@ -83,8 +84,8 @@ def prefix_cache_plan(model: FusionModel, processor: FusionProcessor | None = No
         for name, spec in model.config.modalities.items():
             boundary = frozen_boundary(model, name)
             reason = None
-            if spec.kind == "features":
-                reason = "dense features have no block stack"
+            if get_kind(spec.kind).pooled_only:
+                reason = f"kind '{spec.kind}' has no block stack (its encoder gives one vector)"
             elif boundary is None:
                 trains = any(p.requires_grad for p in model.encoders[name].parameters())
                 reason = (

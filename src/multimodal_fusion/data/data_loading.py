@@ -24,10 +24,9 @@ from typing import Any
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
-from ..model.audio_decoding import audio_file_duration
 from ..model.bad_samples import BadSampleError
-from ..model.configuration_fusion import MODALITY_KINDS
 from ..model.label_validation import label_problem
+from ..model.modality_kinds import MODALITY_KIND_REGISTRY, get_kind, kind_names
 from ..model.processing_fusion import FusionProcessor
 from .column_mapping import modality_columns
 from .data_collator import ROW_INDEX_COLUMN
@@ -74,11 +73,11 @@ def _kinds(columns: Mapping[str, str], kinds: Mapping[str, str] | FusionProcesso
         elif kinds is not None:
             kind = kinds.get(name)
         else:
-            kind = name if name in MODALITY_KINDS else None
-        if kind not in MODALITY_KINDS:
+            kind = name if name in MODALITY_KIND_REGISTRY else None
+        if kind not in MODALITY_KIND_REGISTRY:
             raise ValueError(
                 f"column '{column}': cannot tell the kind of modality '{name}'; pass `kinds` (a FusionProcessor "
-                f"or modality -> one of {MODALITY_KINDS})"
+                f"or modality -> one of {kind_names()})"
             )
         out[name] = kind
     return out
@@ -350,17 +349,7 @@ def encode_labels(
 def _length_of(value: Any, kind: str) -> float:
     if value is None:
         return 0.0
-    if kind == "text":
-        return float(len(value)) if isinstance(value, str) else 0.0
-    if isinstance(value, Mapping):
-        if value.get("array") is not None and value.get("sampling_rate"):
-            return len(value["array"]) / float(value["sampling_rate"])
-        value = value.get("bytes") if value.get("bytes") is not None else value.get("path")
-        if value is None:
-            return 0.0
-    if isinstance(value, (str, os.PathLike, bytes)):
-        return audio_file_duration(value)
-    return 0.0
+    return get_kind(kind).sample_length(value) or 0.0
 
 
 def _lengths(batch: dict[str, list], column: str, kind: str, output: str) -> dict[str, list]:
@@ -389,8 +378,9 @@ def add_length_column(
 ) -> DatasetDict | Dataset:
     """Add ``output_column`` with each row's length for length-grouped batching, read without decoding: audio
     duration in seconds from the file header (soundfile), or text length in characters."""
-    if kind not in ("audio", "text"):
-        raise ValueError(f"length column: kind '{kind}' has no length; use an audio or a text column")
+    if not get_kind(kind).has_length:
+        lengths = [name for name in kind_names() if get_kind(name).has_length]
+        raise ValueError(f"length column: kind '{kind}' has no length; use a column of kind {lengths}")
     return dataset.map(
         _lengths,
         batched=True,
@@ -466,10 +456,10 @@ def load_fusion_dataset(
     if isinstance(kinds, FusionProcessor):
         names = kinds.modality_names
     else:
-        names = list(kinds) if kinds is not None else list(MODALITY_KINDS)
+        names = list(kinds) if kinds is not None else list(kind_names())
     columns = modality_columns(columns, names, check_unknown=False)  # `_kinds` names an unknown modality
     kind_of = _kinds(columns, kinds)
-    media_columns = [c for name, c in columns.items() if kind_of[name] in ("image", "audio")]
+    media_columns = [c for name, c in columns.items() if get_kind(kind_of[name]).media]
     dataset = _undecoded_media(_load_raw(source, media_columns, split, load_kwargs))
     for name, part in dataset.items():
         missing = [c for c in columns.values() if c not in part.column_names]
@@ -484,9 +474,9 @@ def load_fusion_dataset(
         dataset = _add_labels(result, dataset, label_column, label_names, num_labels, skip_bad_samples)
     if length_column is not None:
         if length_modality is None:
-            length_modality = next((n for n in columns if kind_of[n] == "audio"), None) or next(
-                (n for n in columns if kind_of[n] == "text"), None
-            )
+            # the first modality with a length, media (audio) before text: it dominates a batch's cost
+            with_length = [n for n in columns if get_kind(kind_of[n]).has_length]
+            length_modality = min(with_length, key=lambda n: not get_kind(kind_of[n]).media, default=None)
         if length_modality is not None:
             if length_modality not in kind_of:
                 raise ValueError(

@@ -26,58 +26,21 @@ audio or text tokens has a data-dependent width and does not export.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import PIL.Image
 import torch
 from torch import nn
 
+from ..model.modality_kinds import get_kind
 from ..model.modeling_fusion import FusionModel
 from ..model.processing_fusion import FusionProcessor
-from ..model.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("onnx", "torch_export")
-
-EXAMPLE_SAMPLES: Registry[Callable[[dict[str, Any], int, np.random.Generator], Any]] = Registry(
-    "example sample kind"
-)
-"""Modality kind -> ``maker(processor spec, size, rng)``: one raw sample whose length grows with ``size`` (what
-the processor takes); the processor turns them into the example batch the graph is traced on."""
-
-
-@EXAMPLE_SAMPLES.register("image")
-def _example_image(spec: dict[str, Any], size: int, rng: np.random.Generator) -> PIL.Image.Image:
-    """An RGB image of height ``40 + 8 * size``."""
-    return PIL.Image.fromarray(rng.integers(0, 255, (40 + 8 * size, 48, 3), dtype=np.uint8))
-
-
-@EXAMPLE_SAMPLES.register("audio")
-def _example_audio(spec: dict[str, Any], size: int, rng: np.random.Generator) -> Any:
-    """``0.2 + 0.1 * size`` seconds of noise at the feature extractor's rate (frames for your own network)."""
-    if spec.get("frames"):
-        return rng.standard_normal((4 + 2 * size, spec["input_dim"])).astype(np.float32)
-    rate = spec["sampling_rate"]
-    return {
-        "array": rng.standard_normal(int(rate * (0.2 + 0.1 * size))).astype(np.float32),
-        "sampling_rate": rate,
-    }
-
-
-@EXAMPLE_SAMPLES.register("text")
-def _example_text(spec: dict[str, Any], size: int, rng: np.random.Generator) -> str:
-    """``size + 1`` times "a short sample"."""
-    return " ".join(["a short sample"] * (size + 1))
-
-
-@EXAMPLE_SAMPLES.register("features")
-def _example_features(spec: dict[str, Any], size: int, rng: np.random.Generator) -> np.ndarray:
-    """A standard-normal ``[input_dim]`` vector."""
-    return rng.standard_normal(spec["input_dim"]).astype(np.float32)
 
 
 class FusionInferenceGraph(nn.Module):
@@ -101,18 +64,18 @@ def example_batch(
     longer: int = 0,
     missing: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """A processor batch of synthetic samples (``EXAMPLE_SAMPLES``) of different lengths (``longer`` makes
-    every sample longer); with ``missing`` the last sample misses its first modality (for checking the masks).
-    Every modality gets an explicit ``{name}_mask``.
+    """A processor batch of synthetic samples (each kind's ``example_sample``) of different lengths (``longer``
+    makes every sample longer); with ``missing`` the last sample misses its first modality (for checking the
+    masks). Every modality gets an explicit ``{name}_mask``.
 
     Raises:
-        KeyError: a modality kind with no ``EXAMPLE_SAMPLES`` maker.
+        NotImplementedError: a modality kind with no example sample.
     """
     rng = np.random.default_rng(0)
     inputs: dict[str, list[Any]] = {}
     for name, spec in processor.modalities.items():
-        make = EXAMPLE_SAMPLES.get(spec["kind"])
-        inputs[name] = [make(spec, i + longer, rng) for i in range(batch_size)]
+        kind = get_kind(spec["kind"])
+        inputs[name] = [kind.example_sample(spec, i + longer, rng) for i in range(batch_size)]
     first = next(iter(inputs))
     if missing:
         inputs[first][-1] = None

@@ -15,7 +15,8 @@ from torch import nn
 
 from .configuration_fusion import FusionConfig
 from .encoder_adapters import EncoderAdapter
-from .input_validation import InputLimits, check_values
+from .input_validation import InputLimits
+from .modality_kinds import get_kind
 
 SPECIAL_FIELDS = ("embeds", "token_embeds", "token_mask", "mask")
 """Fields every modality takes besides its encoder's: ``{name}_embeds`` (a precomputed pooled vector ``[B,
@@ -154,7 +155,7 @@ def check_fields(
     if "mask" in fields and fields["mask"].dim() != 1:
         fail("mask", "[batch] booleans (False = modality missing)", fields["mask"])
     adapter.check_fields(name, dict(fields))
-    check_values(name, kind, dict(fields), limits or InputLimits())
+    get_kind(kind).check_values(name, dict(fields), limits or InputLimits())
 
 
 def presence(name: str, fields: Mapping[str, torch.Tensor], batch_size: int, device: Any) -> torch.Tensor:

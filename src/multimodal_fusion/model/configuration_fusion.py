@@ -17,20 +17,14 @@ from transformers import CONFIG_MAPPING, PretrainedConfig
 from .encoder_adapters import adapter_class_for, tower_config
 from .encoder_adapters import infer_kind as adapter_infer_kind
 from .fusions import FUSION_REGISTRY, is_token_level
+from .modality_kind import check_input_dim  # noqa: F401 (re-exported)
+from .modality_kinds import MODALITY_KIND_REGISTRY, get_kind, kind_class_path, kind_names, reads_encoder
 from .module_adapter import ModuleAdapter  # noqa: F401 (registers the "module" adapter for `adapter_for`)
 from .pooling_layers import POOLING_REGISTRY
 
-MODALITY_KINDS = ("image", "audio", "text", "features")
-"""What a modality can hold: an image, audio or text encoder, or a dense float vector (``features``)."""
-
-KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "image": (("pixel_values",), ()),
-    "audio": (("input_values",), ("attention_mask",)),
-    "text": (("input_ids",), ("attention_mask", "token_type_ids", "position_ids")),
-    "features": (("values",), ()),
-}
-"""Per kind: the generic (required, optional) batch fields, each prefixed ``{name}_`` in the batch; an encoder
-family's own fields come from its adapter (``encoder_adapters``, e.g. Whisper's ``input_features``)."""
+MODALITY_KINDS = MODALITY_KIND_REGISTRY
+"""What a modality can hold: the registered [`ModalityKind`]s (``image``, ``audio``, ``text``, ``features`` and any
+kind you register), a live name -> class table (``"image" in MODALITY_KINDS``, ``list(MODALITY_KINDS)``)."""
 
 
 def _resolve_encoder_config(name: str, value: Any) -> PretrainedConfig | None:
@@ -67,7 +61,7 @@ def infer_kind(name: str, config: PretrainedConfig) -> str:
     if kind is None:
         raise ValueError(
             f"modality '{name}': cannot infer `kind` from encoder type '{config.model_type}'; "
-            f"give `kind` explicitly (one of {MODALITY_KINDS})"
+            f"give `kind` explicitly (one of {kind_names()})"
         )
     return kind
 
@@ -92,18 +86,11 @@ def check_trainable_layers(name: str, value: Any) -> int | str:
 def resolve_kind(name: str, kind: str | None, has_encoder: bool, input_dim: Any) -> str | None:
     """The one place of the rule "no encoder (config, path or processor) but an ``input_dim`` means kind
     ``features``"; checks a given kind. ``None`` when the kind is still open (to be inferred from the encoder)."""
-    if kind is not None and kind not in MODALITY_KINDS:
-        raise ValueError(f"modality '{name}': `kind` must be one of {MODALITY_KINDS}, got {kind!r}")
+    if kind is not None and kind not in MODALITY_KIND_REGISTRY:
+        raise ValueError(f"modality '{name}': `kind` must be one of {kind_names()}, got {kind!r}")
     if kind is None and not has_encoder and input_dim is not None:
         return "features"
     return kind
-
-
-def check_input_dim(name: str, input_dim: Any) -> int:
-    """A ``features`` modality's vector size: a positive integer."""
-    if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
-        raise ValueError(f"modality '{name}': kind 'features' needs a positive integer `input_dim`")
-    return input_dim
 
 
 @dataclass
@@ -138,6 +125,7 @@ class ModalitySpec:
     trainable_modules: list[str] | None = None
     image_size: int | None = None
     output_dim: int | None = None
+    kind_class: str | None = None
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -181,20 +169,13 @@ class ModalitySpec:
         return out
 
     def _validate(self, name: str) -> None:
+        self.kind_class = kind_class_path(self.kind, self.kind_class)  # a kind registered outside the package
         if self.module is None:
             self.kind = resolve_kind(name, self.kind, self.config is not None, self.input_dim)
         if self.module is not None:
             self._validate_module(name)
-        elif self.kind == "features":
-            self.input_dim = check_input_dim(name, self.input_dim)
-            sizes = self.hidden_sizes if self.hidden_sizes is not None else [self.input_dim]
-            if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
-                raise ValueError(
-                    f"modality '{name}': `hidden_sizes` must be a non-empty list of positive integers"
-                )
-            self.hidden_sizes = list(sizes)
-            self.pooling = None
-            self.layer = None
+        elif not reads_encoder(self.kind):
+            get_kind(self.kind).validate_spec(name, self)
         else:
             self._validate_encoder(name)
         max_tokens = self.max_tokens
@@ -247,9 +228,9 @@ class ModalitySpec:
                 f"modality '{name}': `module` must be an nn.Module or an import path 'package.module:factory', "
                 f"got {self.module!r}"
             )
-        if self.kind not in MODALITY_KINDS:
+        if self.kind not in MODALITY_KIND_REGISTRY:
             raise ValueError(
-                f"modality '{name}': a `module` encoder needs `kind`, one of {MODALITY_KINDS}; got {self.kind!r}"
+                f"modality '{name}': a `module` encoder needs `kind`, one of {kind_names()}; got {self.kind!r}"
             )
         if self.module_kwargs is not None and not isinstance(self.module_kwargs, Mapping):
             raise ValueError(f"modality '{name}': `module_kwargs` must be a dict of constructor arguments")
@@ -291,7 +272,7 @@ class ModalitySpec:
         values = {**self.to_dict(serializable=False), **changes}
         config = values.pop("config")
         out = ModalitySpec.from_dict(name, values)
-        out.config = config if out.kind != "features" else None
+        out.config = config if get_kind(out.kind).has_encoder else None
         return out
 
     def __getitem__(self, key: str) -> Any:

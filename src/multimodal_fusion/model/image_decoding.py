@@ -318,3 +318,8 @@ def decode_image(
     except BadSampleError as error:
         error.path = error.path if error.path is not None else path
         raise
+
+
+def blank_image(side: int) -> PIL.Image.Image:
+    """A black RGB ``side`` x ``side`` image (the probe that gives an image processor's output shape)."""
+    return PIL.Image.new("RGB", (side, side))

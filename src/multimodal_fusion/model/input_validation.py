@@ -76,12 +76,9 @@ class InputLimits:
     min_audio_samples: int = 1
 
 
-def input_limits(kind: str, encoder: nn.Module, config: Any) -> InputLimits:
-    """Read the limits of modality kind ``kind`` from its encoder and config (call once, then cache)."""
-    if kind == "audio":
-        return InputLimits(min_audio_samples=min_audio_samples(config))
-    if kind != "text":
-        return InputLimits()
+def text_input_limits(encoder: nn.Module, config: Any) -> InputLimits:
+    """A text encoder's limits (vocabulary, token types, learned positions), read from it and its config (call
+    once, then cache)."""
     vocab_size = getattr(config, "vocab_size", None)
     with contextlib.suppress(AttributeError, NotImplementedError):  # the real table, resized or not
         vocab_size = encoder.get_input_embeddings().num_embeddings
@@ -208,13 +205,3 @@ def check_audio_lengths(name: str, kind: str, fields: dict[str, torch.Tensor], m
             f"needs at least {max(min_samples, 1)} (its receptive field), else the clip yields no frame and "
             "pools padding",
         )
-
-
-def check_values(name: str, kind: str, fields: dict[str, torch.Tensor], limits: InputLimits) -> None:
-    """All value checks of this module for one modality's fields (see the module docstring)."""
-    check_finite(name, kind, fields)
-    check_attention_mask(name, kind, fields)
-    if kind == "text":
-        check_token_ids(name, kind, fields, limits)
-    elif kind == "audio":
-        check_audio_lengths(name, kind, fields, limits.min_audio_samples)

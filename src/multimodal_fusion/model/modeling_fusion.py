@@ -26,10 +26,11 @@ from .configuration_fusion import FusionConfig, ModalitySpec, encoder_tower_conf
 from .encoder_adapters import EncoderAdapter, adapter_class_for, adapter_for
 from .encoder_layout import EncoderLayout
 from .fusions import FUSION_REGISTRY, is_token_level
-from .input_validation import InputLimits, input_limits
+from .input_validation import InputLimits
 from .label_validation import IGNORE_INDEX, check_labels
 from .load_report import expected_missing_keys
 from .modality_encoding import ModalityEncodingMixin
+from .modality_kinds import get_kind, kind_class_path, reads_encoder
 from .model_freezing import EncoderFreezingMixin
 from .module_encoder import build_module_encoder, finish_module_encoders
 from .pooling_layers import POOLING_REGISTRY
@@ -236,6 +237,8 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         unknown = set(encoders) - set(config.modalities)
         if unknown:
             raise ValueError(f"encoders given for unknown modalities {sorted(unknown)}")
+        for spec in config.modalities.values():  # kinds from outside the package, in this code's own registry
+            kind_class_path(spec.kind, spec.kind_class)  # (remote code may load the config from another copy)
         self.encoders = nn.ModuleDict()
         self.poolers = nn.ModuleDict()
         self.projections = nn.ModuleDict()
@@ -324,7 +327,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
                 instance = spec["module"] if isinstance(spec["module"], nn.Module) else None
                 spec = ModalitySpec.from_dict(name, spec)
                 models[name] = build_module_encoder(name, spec, instance, load_weights=True)
-            elif spec.get("kind") != "features" and spec.get("config") is None:
+            elif reads_encoder(spec.get("kind")) and spec.get("config") is None:
                 if not spec.get("path"):
                     raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
                 models[name], spec["kind"] = load_encoder(
@@ -387,7 +390,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
                 enabled.append(name)
                 if enable and reentrant:
                     _require_input_grads(name, encoder)
-            elif enable and self.config.modalities[name].kind != "features":
+            elif enable and get_kind(self.config.modalities[name].kind).has_encoder:
                 logger.warning(
                     f"modality '{name}': the {type(encoder).__name__} encoder does not support activation "
                     "checkpointing; it runs without it"
@@ -401,7 +404,7 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         """Modality ``name``'s value limits (vocabulary, positions, receptive field), read once from its encoder."""
         if name not in self._input_limits:
             spec = self.config.modalities[name]
-            self._input_limits[name] = input_limits(spec.kind, self.encoders[name], spec.config)
+            self._input_limits[name] = get_kind(spec.kind).input_limits(self.encoders[name], spec.config)
         return self._input_limits[name]
 
     def _prepare(self, inputs: dict[str, Any], labels: torch.Tensor | None):

@@ -15,16 +15,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from .encoder_adapters import EncoderAdapter, EncoderOutput, register_adapter
-
-MODULE_KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "image": (("pixel_values",), ()),
-    "audio": (("input_features",), ("attention_mask",)),
-    "text": (("input_ids",), ("attention_mask", "token_type_ids")),
-    "features": (("values",), ()),
-}
-"""(required, optional) batch fields of a ``module`` encoder per kind: audio comes as frame sequences ``[B, T, F]``
-(log-mel filterbanks, MFCCs...), not raw waveforms. Optional fields reach the network only when its ``forward``
-has a keyword of that name."""
+from .modality_kinds import get_kind
 
 
 @register_adapter("module")
@@ -40,7 +31,7 @@ class ModuleAdapter(EncoderAdapter):
         super().__init__(config, None)
         self.spec = options
         self.kind = options["kind"]
-        self.input_fields, self.optional_fields = MODULE_KIND_FIELDS[self.kind]
+        self.input_fields, self.optional_fields = get_kind(self.kind).module_fields
 
     @classmethod
     def matches(cls, config: PretrainedConfig) -> bool:

@@ -26,9 +26,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .configuration_fusion import ModalitySpec
 from .encoder_layout import EncoderLayout
-from .module_adapter import MODULE_KIND_FIELDS
+from .modality_kinds import get_kind
 
-SEQUENCE_POOLING = {"image": "mean", "audio": "mean", "text": "cls", "features": "mean"}
 """Default pooling of ``[B, T, D]`` module outputs per kind; recurrent networks pool their ``last`` valid step."""
 
 _BATCH_FIRST_TYPES = (nn.RNNBase, nn.MultiheadAttention)
@@ -172,7 +171,7 @@ class ModuleEncoder(nn.Module):
         self.hook_layer: str | None = None
         self.graph_node: str | None = None
         keywords = inspect.signature(network.forward).parameters
-        self.keywords = [k for k in MODULE_KIND_FIELDS[kind][1] if k in keywords]
+        self.keywords = [k for k in get_kind(kind).module_fields[1] if k in keywords]
         self.recurrent = isinstance(network, nn.RNNBase)
         if feature_layer is not None and _is_torchvision(network):
             network, self.graph_node = _torchvision_extractor(modality, network, feature_layer), feature_layer
@@ -248,7 +247,7 @@ class ModuleEncoder(nn.Module):
         return pad_packed_sequence(output, batch_first=True, total_length=inputs.shape[1])[0]
 
     def forward(self, fields: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        main = MODULE_KIND_FIELDS[self.kind][0][0]
+        main = get_kind(self.kind).module_fields[0][0]
         attention_mask = fields.get("attention_mask")
         output = self._call(fields[main], fields)
         if isinstance(output, (tuple, list)):
@@ -286,31 +285,7 @@ def _device_for_build() -> contextlib.AbstractContextManager:
 
 
 def _example_inputs(name: str, spec: ModalitySpec, network: nn.Module) -> dict[str, torch.Tensor]:
-    kind = spec.kind
-    if kind == "image":
-        size = spec.image_size or 64
-        return {"pixel_values": torch.zeros(2, 3, size, size)}
-    if kind == "text":
-        return {
-            "input_ids": torch.zeros(2, 4, dtype=torch.long),
-            "attention_mask": torch.ones(2, 4, dtype=torch.long),
-        }
-    width = spec.input_dim
-    if width is None:
-        first = next(
-            (m for m in network.modules() if isinstance(m, (nn.RNNBase, nn.Linear, nn.Conv1d))), None
-        )
-        width = (
-            getattr(first, "input_size", None)
-            or getattr(first, "in_features", None)
-            or getattr(first, "in_channels", None)
-        )
-    if width is None:
-        raise ValueError(f"modality '{name}': cannot tell the module's input width; give `input_dim`")
-    spec.input_dim = int(width)
-    if kind == "features":
-        return {"values": torch.zeros(2, width)}
-    return {"input_features": torch.zeros(2, 4, width), "attention_mask": torch.ones(2, 4, dtype=torch.long)}
+    return get_kind(spec.kind).module_example_inputs(name, spec, network)
 
 
 def measure_output(name: str, spec: ModalitySpec, encoder: ModuleEncoder) -> None:
@@ -339,7 +314,7 @@ def measure_output(name: str, spec: ModalitySpec, encoder: ModuleEncoder) -> Non
             )
         return
     recurrent = any(isinstance(m, nn.RNNBase) for m in encoder.module.modules())
-    spec.pooling = spec.pooling or ("last" if recurrent else SEQUENCE_POOLING[spec.kind])
+    spec.pooling = spec.pooling or ("last" if recurrent else get_kind(spec.kind).sequence_pooling)
 
 
 def build_module_encoder(

@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer, ViTImageProcessor
+from transformers import ViTImageProcessor
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .bad_samples import BadSampleError
-from .configuration_fusion import KIND_FIELDS
-from .module_adapter import MODULE_KIND_FIELDS
+from .modality_kinds import get_kind
 
 DEFAULT_IMAGE_SIZE = 224
 """Side of the square images the default module image processor produces when the spec has no ``image_size``."""
@@ -43,46 +42,33 @@ def default_image_processor(image_size: int | None = None) -> ViTImageProcessor:
 
 
 def module_processor_spec(name: str, spec: Mapping[str, Any], **hub_kwargs: Any) -> dict[str, Any]:
-    """The [`FusionProcessor`] spec of a ``module`` modality (see the module docstring for the choices)."""
-    kind, path, processor = spec.get("kind"), spec.get("path"), spec.get("processor")
+    """The [`FusionProcessor`] spec of a ``module`` modality (see the module docstring for the choices; each kind's
+    ``module_processor_settings``)."""
+    kind, path = spec.get("kind"), spec.get("path")
     out: dict[str, Any] = {"kind": kind, "path": str(path) if path else None}
-    if kind == "features" or (kind == "audio" and processor is None and not path):
-        if not spec.get("input_dim"):
-            raise ValueError(
-                f"modality '{name}': give `input_dim` (the width of each {'frame' if kind == 'audio' else 'vector'})"
-                " or, for audio, a feature extractor (`processor` or `path`)"
-            )
-        out["input_dim"] = spec["input_dim"]
-        if kind == "audio":
-            out["frames"] = True
-        return out
-    if processor is None and path:
-        loader = {"image": AutoImageProcessor, "audio": AutoFeatureExtractor, "text": AutoTokenizer}[kind]
-        processor = loader.from_pretrained(str(path), **hub_kwargs)
-    if processor is None and kind == "image":
-        processor = default_image_processor(spec.get("image_size"))
-    if processor is None:
-        raise ValueError(
-            f"modality '{name}': a text module needs its tokenizer (`processor`, or its folder as `path`)"
-        )
-    out["processor"] = processor
-    if kind == "text" and spec.get("max_length"):
-        out["max_length"] = spec["max_length"]
+    out.update(get_kind(kind).module_processor_settings(name, spec, **hub_kwargs))
     return out
-
-
-def gives_frames(spec: Mapping[str, Any], processor: Any) -> bool:
-    """Whether an audio modality yields ``input_features`` frames (precomputed, or from its feature extractor)."""
-    return bool(spec.get("frames")) or "input_features" in getattr(processor, "model_input_names", ())
 
 
 def processor_fields(spec: Mapping[str, Any], processor: Any) -> tuple[str, ...]:
     """Batch fields a sub-processor yields: the encoder family's saved ``input_fields``, else its kind's (for an
     audio module encoder, ``input_features`` frames + ``attention_mask``)."""
-    if spec.get("input_fields"):
-        return tuple(spec["input_fields"])
-    frames = spec["kind"] == "audio" and gives_frames(spec, processor)
-    return sum((MODULE_KIND_FIELDS if frames else KIND_FIELDS)[spec["kind"]], ())
+    return get_kind(spec["kind"]).processor_fields(spec, processor)
+
+
+def decode_vector(input_dim: int, value: Any) -> np.ndarray:
+    """One feature vector -> float32 ``[input_dim]`` (finite values); raises ``BadSampleError`` otherwise."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        vector = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise BadSampleError(f"feature vector must hold numbers ({error})") from None
+    if vector.shape != (input_dim,):
+        raise BadSampleError(f"feature vector of shape {vector.shape}; expected ({input_dim},)")
+    if not np.isfinite(vector).all():
+        raise BadSampleError("feature vector holds NaN/inf values; expected finite numbers")
+    return vector
 
 
 def decode_frames(input_dim: int, value: Any) -> np.ndarray:

@@ -8,22 +8,18 @@ plus a ``processor_config.json``, registered with ``AutoProcessor`` when the pac
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import PIL.Image
 import torch
-from transformers import (
-    BatchFeature,
-)
+from transformers import BatchFeature
 from transformers.utils import PushToHubMixin
 
-from .audio_decoding import decode_audio
+from .audio_decoding import decode_audio  # noqa: F401 (the processor's decoders: its remote code copies them)
 from .bad_samples import BadSampleError
-from .image_decoding import decode_image
-from .module_processing import batch_frames, decode_frames, processor_fields
+from .image_decoding import decode_image  # noqa: F401
+from .modality_kinds import get_kind
+from .module_processing import processor_fields
 from .processor_loading import (  # noqa: F401 (re-exported)
     PROCESSOR_SPEC_KEYS,
     ProcessorLoadingMixin,
@@ -31,37 +27,6 @@ from .processor_loading import (  # noqa: F401 (re-exported)
     normalize_processor_spec,
     text_max_length,
 )
-
-
-def _is_batch(kind: str, value: Any) -> bool:
-    """A list/tuple/datasets column of samples, as opposed to one sample (a list of numbers is one waveform or
-    one vector; an array is one sample, except a 2-D array of feature vectors)."""
-    if kind == "features" and hasattr(value, "shape"):
-        return len(value.shape) == 2
-    if isinstance(value, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(value, Sequence):
-        return False
-    if kind in ("audio", "features") and len(value) > 0:
-        return not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in value)
-    return True
-
-
-def _for_modality(value: Any, name: str) -> Any:
-    """A per-call option given as one value or as modality -> value."""
-    return value.get(name) if isinstance(value, Mapping) else value
-
-
-def _decode_image_sample(
-    spec: Mapping[str, Any], name: str, value: Any, input_data_format: Any, image_bit_depth: Any
-) -> Any:
-    """[`decode_image`] with the per-call layout / bit depth of modality ``name``, else its spec's."""
-    layout = _for_modality(input_data_format, name) or spec.get("input_data_format")
-    depth = _for_modality(image_bit_depth, name)
-    return decode_image(value, layout, bit_depth=spec.get("image_bit_depth") if depth is None else depth)
-
-
-def _keep_fields(out: Any, wanted: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The sub-processor outputs the encoder takes (its adapter's ``input_fields``), as tensors."""
-    return {field: torch.as_tensor(np.asarray(out[field])) for field in wanted if field in out}
 
 
 class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
@@ -112,14 +77,15 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             max_audio_seconds = dict(max_audio_seconds)
         self.max_audio_seconds = max_audio_seconds
         for name in self.audio_modalities:
-            seconds = self._max_audio_seconds(name)
+            seconds = self.max_audio_seconds_of(name)
             if seconds is not None and (
                 isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0
             ):
                 raise ValueError(
                     f"modality '{name}': `max_audio_seconds` must be a positive number, got {seconds!r}"
                 )
-        self._image_placeholders: dict[str, torch.Size] = {}
+        self.placeholder_shapes: dict[str, torch.Size] = {}
+        """Per modality, the shape of one sample's fields (image placeholders of an all-missing batch)."""
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -129,9 +95,8 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
 
     @property
     def audio_modalities(self) -> list[str]:
-        return [
-            n for n, spec in self.modalities.items() if spec["kind"] == "audio" and not spec.get("frames")
-        ]
+        """Modalities whose samples are waveforms (``sampling_rate`` and ``max_audio_seconds`` apply)."""
+        return [n for n, spec in self.modalities.items() if get_kind(spec["kind"]).is_waveform(spec)]
 
     @property
     def model_input_names(self) -> list[str]:
@@ -143,9 +108,12 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             names.append(f"{name}_mask")
         return names
 
-    def _max_audio_seconds(self, name: str) -> float | None:
+    def max_audio_seconds_of(self, name: str) -> float | None:
+        """The crop length in seconds of audio modality ``name`` (``None`` = whole clips)."""
         value = self.max_audio_seconds
         return value.get(name) if isinstance(value, Mapping) else value
+
+    _max_audio_seconds = max_audio_seconds_of  # the v0.1 private name
 
     def sampling_rate(self, name: str) -> int:
         """The sampling rate audio modality ``name`` is resampled to (its feature extractor's)."""
@@ -178,52 +146,19 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         value; default the spec's; see [`decode_image`]). Raises [`BadSampleError`] naming modality, file."""
         if name not in self.modalities:
             raise ValueError(f"unknown modality '{name}'; modalities are {self.modality_names}")
-        spec = self.modalities[name]
-        kind = spec["kind"]
+        options = {
+            "sampling_rate": sampling_rate,
+            "input_data_format": input_data_format,
+            "image_bit_depth": image_bit_depth,
+        }
         try:
-            if kind == "image":
-                return _decode_image_sample(spec, name, value, input_data_format, image_bit_depth)
-            if spec.get("frames"):  # precomputed frames for your own network
-                return decode_frames(spec["input_dim"], value)
-            if kind == "audio":
-                rate = sampling_rate.get(name) if isinstance(sampling_rate, Mapping) else sampling_rate
-                target = spec["sampling_rate"]
-                seconds = self._max_audio_seconds(name)
-                return decode_audio(
-                    value,
-                    target,
-                    sampling_rate=rate,
-                    max_samples=None if seconds is None else max(1, math.floor(seconds * target)),
-                    min_samples=spec.get("min_audio_samples") or 1,
-                )
-            if kind == "text":
-                if not isinstance(value, str):
-                    raise BadSampleError(
-                        f"text of type {type(value).__name__} ({value!r:.50}); expected a string"
-                    )
-                return value
-            return self._decode_vector(spec["input_dim"], value)
+            return get_kind(self.modalities[name]["kind"]).decode(self, name, value, options)
         except BadSampleError as error:
             raise error.locate(modality=name) from error.__cause__
 
-    @staticmethod
-    def _decode_vector(input_dim: int, value: Any) -> np.ndarray:
-        if hasattr(value, "detach"):
-            value = value.detach().cpu().numpy()
-        try:
-            vector = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError) as error:
-            raise BadSampleError(f"feature vector must hold numbers ({error})") from None
-        if vector.shape != (input_dim,):
-            raise BadSampleError(f"feature vector of shape {vector.shape}; expected ({input_dim},)")
-        if not np.isfinite(vector).all():
-            raise BadSampleError("feature vector holds NaN/inf values; expected finite numbers")
-        return vector
-
     # ------------------------------------------------------------------ batching
     def _as_list(self, name: str, value: Any) -> list[Any]:
-        kind = self.modalities[name]["kind"]
-        if _is_batch(kind, value):
+        if get_kind(self.modalities[name]["kind"]).is_batch(value):
             return list(value)
         return [value]
 
@@ -286,8 +221,8 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         for name, samples in decoded.items():
             samples = list(samples)
             present = [i for i, sample in enumerate(samples) if sample is not None]
-            kind = self.modalities[name]["kind"]
-            fields = getattr(self, f"_batch_{kind}")(name, [samples[i] for i in present])
+            kind = get_kind(self.modalities[name]["kind"])
+            fields = kind.batch(self, name, [samples[i] for i in present])
             rows = torch.tensor(present, dtype=torch.long)
             for field, (values, fill) in fields.items():
                 if len(present) == len(samples):
@@ -302,65 +237,3 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         if return_tensors == "np":
             batch = {key: value.numpy() for key, value in batch.items()}
         return BatchFeature(batch)
-
-    def _batch_image(self, name: str, images: list[PIL.Image.Image]) -> dict[str, tuple[torch.Tensor, int]]:
-        processor = self.processors[name]
-        if not images:
-            if name not in self._image_placeholders:
-                probe = PIL.Image.new("RGB", (224, 224))
-                self._image_placeholders[name] = processor(images=[probe], return_tensors="pt")[
-                    "pixel_values"
-                ].shape[1:]
-            return {"pixel_values": (torch.zeros(0, *self._image_placeholders[name]), 0)}
-        pixel_values = torch.as_tensor(processor(images=images, return_tensors="pt")["pixel_values"])
-        self._image_placeholders[name] = pixel_values.shape[1:]
-        return {"pixel_values": (pixel_values, 0)}
-
-    def _batch_audio(self, name: str, waves: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
-        spec, processor = self.modalities[name], self.processors[name]
-        fields = processor_fields(spec, processor)
-        if spec.get("frames") or not waves and not spec.get("input_fields") and fields[0] == "input_features":
-            return batch_frames(waves, spec.get("input_dim") or processor.feature_size)  # your own network
-        if not waves:  # an all-missing batch: placeholders for waveform encoders only
-            empty = {
-                "input_values": torch.zeros(0, 1),
-                "attention_mask": torch.zeros(0, 1, dtype=torch.int32),
-            }
-            return {k: (v, 0) for k, v in empty.items()} if fields[0] == "input_values" else {}
-        call_kwargs = spec.get("call_kwargs") or {"padding": True, "return_attention_mask": True}
-        out = processor(waves, sampling_rate=spec["sampling_rate"], return_tensors="pt", **call_kwargs)
-        if fields[0] not in out:
-            raise ValueError(
-                f"modality '{name}': the feature extractor returned {sorted(out)}; the encoder takes '{fields[0]}'"
-            )
-        return {field: (value, 0) for field, value in _keep_fields(out, fields).items()}
-
-    def _batch_text(self, name: str, texts: list[str]) -> dict[str, tuple[torch.Tensor, int]]:
-        tokenizer = self.processors[name]
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        max_length = self.modalities[name].get("max_length")
-        if not texts:
-            fields = ["input_ids", "attention_mask"]
-            if "token_type_ids" in tokenizer.model_input_names:
-                fields.append("token_type_ids")
-            wanted = self.modalities[name].get("input_fields") or fields
-            fields = [f for f in fields if f in wanted]
-            return {
-                f: (torch.zeros(0, 1, dtype=torch.long), pad_id if f == "input_ids" else 0) for f in fields
-            }
-        call_kwargs = dict(padding=True, truncation=max_length is not None, max_length=max_length)
-        call_kwargs.update(return_attention_mask=True, **(self.modalities[name].get("call_kwargs") or {}))
-        out = tokenizer(texts, return_tensors="pt", **call_kwargs)
-        wanted = self.modalities[name].get("input_fields") or (
-            "input_ids",
-            "attention_mask",
-            "token_type_ids",
-        )
-        fields = _keep_fields(out, wanted)
-        return {field: (value, pad_id if field == "input_ids" else 0) for field, value in fields.items()}
-
-    def _batch_features(self, name: str, vectors: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, int]]:
-        dim = self.modalities[name]["input_dim"]
-        if not vectors:
-            return {"values": (torch.zeros(0, dim), 0)}
-        return {"values": (torch.from_numpy(np.stack(vectors)).float(), 0)}

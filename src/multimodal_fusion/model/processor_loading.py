@@ -7,77 +7,28 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from types import SimpleNamespace
 from typing import Any
 
-from transformers import (
-    AutoConfig,
-    AutoFeatureExtractor,
-    AutoImageProcessor,
-    AutoTokenizer,
-    PretrainedConfig,
-)
+from transformers import AutoConfig, PretrainedConfig
 from transformers.dynamic_module_utils import custom_object_save
-from transformers.feature_extraction_utils import FeatureExtractionMixin
-from transformers.image_processing_utils import BaseImageProcessor
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import PROCESSOR_NAME, cached_file, logging
 
 from .configuration_fusion import (
-    MODALITY_KINDS,
     SPEC_KEYS,
-    check_input_dim,
     encoder_tower_config,
     infer_kind,
     resolve_kind,
 )
 from .encoder_adapters import adapter_class_for
-from .image_decoding import normalize_bit_depth, normalize_input_data_format
-from .input_validation import max_text_positions, min_audio_samples
+from .kind_image import TIMM_CONFIG_NAME  # noqa: F401 (re-exported)
+from .kind_text import ensure_pad_token, text_max_length  # noqa: F401 (re-exported)
+from .modality_kinds import get_kind, kind_class_path, kind_names, kind_of_processor, reads_encoder
 from .module_processing import module_processor_spec
 
 logger = logging.get_logger(__name__)
 
 HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only")
 """``from_pretrained`` arguments forwarded to every sub-processor (where to find the files)."""
-
-TIMM_CONFIG_NAME = "config.json"
-"""A timm image processor is saved as a timm-format ``config.json`` (``architecture`` + ``pretrained_cfg``):
-``TimmWrapperImageProcessor.save_pretrained`` is a no-op, and this form also loads with ``AutoImageProcessor``."""
-
-_VERY_LARGE_MAX_LENGTH = 10**6
-
-
-def text_max_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig | None) -> int | None:
-    """Longest input the text encoder takes: the tokenizer's ``model_max_length`` when set, else the config's
-    ``max_position_embeddings`` (minus the padding offset of RoBERTa-like models)."""
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < _VERY_LARGE_MAX_LENGTH:
-        return limit
-    return max_text_positions(config)
-
-
-def _timm_processor(config: Any) -> Any:
-    """transformers' timm image processor from the checkpoint's ``pretrained_cfg``, or timm's default one for the
-    architecture when the checkpoint has none (a wrapper saved from scratch)."""
-    import timm
-    from transformers import TimmWrapperImageProcessor
-
-    pretrained_cfg = getattr(config, "pretrained_cfg", None)
-    if not pretrained_cfg:
-        pretrained_cfg = timm.models.get_pretrained_cfg(config.architecture).to_dict()
-    return TimmWrapperImageProcessor(pretrained_cfg=dict(pretrained_cfg), architecture=config.architecture)
-
-
-def _load_sub_processor(kind: str, path: str, config: PretrainedConfig | None, **kwargs: Any) -> Any:
-    if kind == "image":
-        if config is not None and config.model_type == "timm_wrapper":
-            return _timm_processor(config)
-        return AutoImageProcessor.from_pretrained(path, **kwargs)
-    if kind == "audio":
-        return AutoFeatureExtractor.from_pretrained(path, **kwargs)
-    return AutoTokenizer.from_pretrained(path, **kwargs)
-
 
 PROCESSOR_SPEC_KEYS = (
     "kind",
@@ -92,24 +43,10 @@ PROCESSOR_SPEC_KEYS = (
     "input_fields",
     "call_kwargs",
     "frames",
+    "kind_class",
 )
 """Saved per-modality fields of ``processor_config.json`` (``input_fields`` and ``call_kwargs``: the encoder
 family's batch fields and sub-processor call settings, from its adapter)."""
-
-
-def kind_of_processor(processor: Any) -> str | None:
-    """``image`` / ``audio`` / ``text`` from a sub-processor's type, ``None`` when it is none of those."""
-    if isinstance(processor, BaseImageProcessor):
-        return "image"
-    if isinstance(processor, PreTrainedTokenizerBase):
-        return "text"
-    if isinstance(processor, FeatureExtractionMixin):
-        return "audio"
-    return None
-
-
-def _is_timm(processor: Any) -> bool:
-    return type(processor).__name__ == "TimmWrapperImageProcessor"
 
 
 def normalize_processor_spec(name: str, spec: Any) -> tuple[dict[str, Any], Any]:
@@ -123,69 +60,33 @@ def normalize_processor_spec(name: str, spec: Any) -> tuple[dict[str, Any], Any]
             f"modality '{name}': unknown processor spec keys {sorted(unknown)}; allowed: "
             f"{['processor', *PROCESSOR_SPEC_KEYS]}"
         )
+    kind_class = kind_class_path(
+        spec.get("kind"), spec.get("kind_class")
+    )  # a kind registered outside the package
     kind = resolve_kind(name, spec.get("kind"), processor is not None, spec.get("input_dim"))
     kind = kind or kind_of_processor(processor)
-    if kind not in MODALITY_KINDS:
+    if kind not in kind_names():
         raise ValueError(
             f"modality '{name}': cannot tell the kind from {type(processor).__name__}; give `kind` (one of "
-            f"{MODALITY_KINDS}) and a processor (image processor, feature extractor or tokenizer)"
+            f"{kind_names()}) and a processor (image processor, feature extractor or tokenizer)"
         )
+    modality_kind = get_kind(kind)
     out: dict[str, Any] = {"kind": kind, "path": spec.get("path")}
+    if kind_class is not None:
+        out["kind_class"] = kind_class
     for key in ("input_fields", "call_kwargs"):  # the encoder family's fields and sub-processor settings
         if spec.get(key) is not None:
             out[key] = list(spec[key]) if key == "input_fields" else dict(spec[key])
-    if kind == "features" or (kind == "audio" and spec.get("frames")):  # vectors, or precomputed frames
-        out["input_dim"] = check_input_dim(name, spec.get("input_dim"))
-        if kind == "audio":
-            out["frames"] = True
+    if not modality_kind.needs_processor(spec):  # vectors, or precomputed frames
+        out.update(modality_kind.processor_settings(name, spec, None))
         return out, None
-    expected = {"image": "an image processor", "audio": "a feature extractor", "text": "a tokenizer"}[kind]
-    if kind_of_processor(processor) != kind:
+    if not modality_kind.accepts_processor(processor):
         raise ValueError(
-            f"modality '{name}' ({kind}): `processor` must be {expected}, got {type(processor).__name__}"
+            f"modality '{name}' ({kind}): `processor` must be {modality_kind.processor_description}, got "
+            f"{type(processor).__name__}"
         )
-    if kind == "image":
-        out["timm"] = _is_timm(processor)
-        try:
-            input_data_format = normalize_input_data_format(spec.get("input_data_format"))
-        except ValueError as error:
-            raise ValueError(f"modality '{name}': {error}") from None
-        if input_data_format is not None:
-            out["input_data_format"] = input_data_format
-        try:
-            bit_depth = normalize_bit_depth(spec.get("image_bit_depth"))
-        except ValueError as error:
-            raise ValueError(f"modality '{name}': {error}") from None
-        if bit_depth is not None:
-            out["image_bit_depth"] = bit_depth
-    elif kind == "audio":
-        rate = getattr(processor, "sampling_rate", None)
-        if not isinstance(rate, int) or rate <= 0:
-            raise ValueError(f"modality '{name}': the feature extractor has no `sampling_rate`")
-        out["sampling_rate"] = rate
-        out["min_audio_samples"] = int(spec.get("min_audio_samples") or 1)
-    else:
-        max_length = spec.get("max_length", "auto")
-        out["max_length"] = text_max_length(processor, None) if max_length == "auto" else max_length
-        ensure_pad_token(name, processor)
+    out.update(modality_kind.processor_settings(name, spec, processor))
     return out, processor
-
-
-_PAD_WARNED: set[str] = set()
-
-
-def ensure_pad_token(name: str, tokenizer: Any) -> None:
-    """Decoder-only tokenizers (GPT-2, Llama) have no pad token: use the eos token (logged once per modality),
-    as transformers suggests. Padding is read from ``attention_mask``, never from the token id."""
-    if getattr(tokenizer, "pad_token", None) is not None or getattr(tokenizer, "eos_token", None) is None:
-        return
-    tokenizer.pad_token = tokenizer.eos_token
-    if name not in _PAD_WARNED:
-        _PAD_WARNED.add(name)
-        logger.warning(
-            f"modality '{name}': the tokenizer has no pad token; padding with its eos token "
-            f"{tokenizer.eos_token!r} (the attention mask marks the padding)"
-        )
 
 
 class ProcessorLoadingMixin:
@@ -239,8 +140,8 @@ class ProcessorLoadingMixin:
             if spec.get("module") is not None:  # your own network (module_processing.py)
                 modalities[name] = module_processor_spec(name, spec, **hub_kwargs)
                 continue
-            if kind == "features":
-                modalities[name] = {"kind": "features", "input_dim": spec.get("input_dim")}
+            if not reads_encoder(kind):
+                modalities[name] = {"kind": kind, "input_dim": spec.get("input_dim")}
                 continue
             path = spec.get("path")
             config = spec.get("config")
@@ -249,24 +150,18 @@ class ProcessorLoadingMixin:
                     raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
                 config = AutoConfig.from_pretrained(str(path), **hub_kwargs)
             kind = kind or infer_kind(name, config)
+            modality_kind = get_kind(kind)
             tower = encoder_tower_config(kind, config)
             processor = spec.get("processor")
             if processor is None:
                 if not path:
                     raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
-                processor = _load_sub_processor(kind, str(path), tower, **hub_kwargs)
+                processor = modality_kind.load_processor(str(path), tower, **hub_kwargs)
             out = {"kind": kind, "processor": processor, "path": str(path) if path else None}
             adapter = adapter_class_for(tower, kind)(tower)
             out["input_fields"] = [*adapter.input_fields, *adapter.optional_fields]
             out["call_kwargs"] = adapter.processor_kwargs()
-            if kind == "text":
-                out["max_length"] = spec.get("max_length") or text_max_length(processor, tower)
-            elif kind == "audio":
-                out["min_audio_samples"] = spec.get("min_audio_samples") or min_audio_samples(tower)
-            elif kind == "image" and spec.get("input_data_format") is not None:
-                out["input_data_format"] = spec["input_data_format"]
-            if kind == "image" and spec.get("image_bit_depth") is not None:
-                out["image_bit_depth"] = spec["image_bit_depth"]
+            out.update(modality_kind.encoder_settings(spec, processor, tower))
             modalities[name] = out
         return cls(modalities, max_audio_seconds=max_audio_seconds)
 
@@ -303,18 +198,8 @@ class ProcessorLoadingMixin:
                 continue
             folder = os.path.join(save_directory, name)
             os.makedirs(folder, exist_ok=True)
-            if self.modalities[name].get("timm"):
-                file = os.path.join(folder, TIMM_CONFIG_NAME)
-                timm_config = {
-                    "architecture": processor.architecture,
-                    "num_classes": 0,
-                    "pretrained_cfg": dict(processor.data_config),
-                }
-                with open(file, "w", encoding="utf-8") as handle:
-                    json.dump(timm_config, handle, indent=2)
-                written.append(file)
-            else:
-                written.extend(str(f) for f in processor.save_pretrained(folder) or [])
+            spec = self.modalities[name]
+            written.extend(get_kind(spec["kind"]).save_processor(processor, spec, folder))
         written.extend(
             str(f) for f in custom_object_save(self, save_directory)
         )  # the class's file + its flat imports
@@ -366,17 +251,8 @@ class ProcessorLoadingMixin:
             spec = dict(spec)
             name = spec.pop("name")
             sub = f"{subfolder}/{name}" if subfolder else name
-            if spec["kind"] == "image" and spec.get("timm"):
-                file = cached_file(path, TIMM_CONFIG_NAME, subfolder=sub, **hub_kwargs)
-                with open(file, encoding="utf-8") as handle:
-                    spec["processor"] = _timm_processor(SimpleNamespace(**json.load(handle)))
-            elif spec["kind"] == "text":
-                # a bare config: the sub-folder holds no model config.json, which AutoTokenizer would look up
-                spec["processor"] = AutoTokenizer.from_pretrained(
-                    path, subfolder=sub, config=PretrainedConfig(), **hub_kwargs
-                )
-            elif spec["kind"] != "features" and not spec.get("frames"):
-                spec["processor"] = _load_sub_processor(spec["kind"], path, None, subfolder=sub, **hub_kwargs)
+            kind_class_path(spec["kind"], spec.get("kind_class"))  # register a kind from outside the package
+            spec["processor"] = get_kind(spec["kind"]).load_saved_processor(path, spec, sub, **hub_kwargs)
             modalities[name] = spec
         max_audio_seconds = kwargs.get("max_audio_seconds", saved.get("max_audio_seconds"))
         return cls(modalities, max_audio_seconds=max_audio_seconds)

@@ -1,14 +1,8 @@
-"""Encoder token sequences for token-level fusion: ``max_tokens`` reduction per kind and the model's token path.
+"""Encoder token sequences for token-level fusion: ``max_tokens`` reduction and the model's token path.
 
 ``reduce_tokens`` caps a modality's sequence at ``max_tokens`` so that token-level fusion does not become
-quadratic in a long input (a 10 s clip is 500 wav2vec2 frames), each kind in the way that keeps its structure:
-
-- audio: each sample's own valid frames (from its mask) are averaged into ``min(max_tokens, length)`` equal
-  consecutive bins, with a new mask, so a sample alone and in a padded batch give the same tokens;
-- image: the 2-D patch grid (or CNN feature map) is average-pooled to at most ``max_tokens - prefix`` cells
-  (``adaptive_avg_pool2d``), the prefix tokens (CLS, distillation, registers) are kept; a token sequence is read
-  as ``prefix + g*g`` with the largest square ``g*g`` (square patch grids);
-- text (and anything else): the first ``max_tokens`` valid tokens are kept (``[CLS]`` first), wherever padding is.
+quadratic in a long input (a 10 s clip is 500 wav2vec2 frames), each kind in the way that keeps its structure
+(its [`ModalityKind.reduce_tokens`]; the reductions are in ``token_reduction``).
 
 ``TokenSequenceMixin`` gives ``FusionModel`` its token path: ``get_modality_tokens`` (what the embedding cache
 stores) and ``_fuse_tokens`` (projected tokens of every modality into a token-level fusion). Model layer: torch
@@ -18,63 +12,12 @@ only (copied next to the weights for ``trust_remote_code``).
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
+from .modality_kinds import get_kind
 from .token_fusion_layers import masked_mean
-
-
-def _first_valid(hidden: torch.Tensor, mask: torch.Tensor, count: torch.Tensor, width: int):
-    """Scatter each row's valid tokens, in order, into ``[B, width, D]`` keeping those of rank < ``count``."""
-    rank = mask.long().cumsum(dim=1) - 1
-    keep = mask & (rank < count.unsqueeze(1))
-    out = hidden.new_zeros(hidden.shape[0], width + 1, hidden.shape[-1])
-    index = torch.where(keep, rank, torch.full_like(rank, width))  # dropped tokens go to a spare slot
-    out = out.scatter(1, index.unsqueeze(-1).expand_as(hidden), hidden)
-    new_mask = torch.arange(width, device=mask.device).unsqueeze(0) < count.unsqueeze(1)
-    return out[:, :width], new_mask
-
-
-def _binned(hidden: torch.Tensor, mask: torch.Tensor, max_tokens: int):
-    """Average each row's valid frames into ``min(max_tokens, length)`` consecutive equal bins."""
-    lengths = mask.long().sum(dim=1)
-    bins = lengths.clamp(max=max_tokens)
-    rank = mask.long().cumsum(dim=1) - 1
-    slot = torch.div(rank * bins.unsqueeze(1), lengths.clamp(min=1).unsqueeze(1), rounding_mode="floor")
-    width = int(bins.max()) if hidden.shape[0] else 0
-    slot = torch.where(mask, slot, torch.full_like(slot, width))
-    sums = hidden.new_zeros(hidden.shape[0], width + 1, hidden.shape[-1])
-    sums = sums.scatter_add(
-        1, slot.unsqueeze(-1).expand_as(hidden), hidden * mask.unsqueeze(-1).to(hidden.dtype)
-    )
-    counts = torch.zeros(hidden.shape[0], width + 1, device=hidden.device, dtype=hidden.dtype)
-    counts = counts.scatter_add(1, slot, mask.to(hidden.dtype))
-    new_mask = torch.arange(width, device=mask.device).unsqueeze(0) < bins.unsqueeze(1)
-    return sums[:, :width] / counts[:, :width].clamp(min=1).unsqueeze(-1), new_mask
-
-
-def _pooled_grid(hidden: torch.Tensor, max_tokens: int, grid: tuple[int, int] | None):
-    """Pool a patch grid to at most ``max_tokens`` tokens (prefix tokens kept); ``grid`` for a CNN map."""
-    if grid is None:
-        side = math.isqrt(hidden.shape[1])
-        prefix, grid = hidden.shape[1] - side * side, (side, side)
-    else:
-        prefix = 0
-    cells = max_tokens - prefix
-    if cells < 1:
-        raise ValueError(
-            f"`max_tokens` {max_tokens} leaves no patch token next to the {prefix} prefix token(s); use more"
-        )
-    if grid[0] * grid[1] <= cells:
-        return hidden
-    side = math.isqrt(cells)
-    target = (min(grid[0], side), min(grid[1], side))
-    patches = hidden[:, prefix:].transpose(1, 2).unflatten(2, grid)  # [B, D, H, W]
-    pooled = F.adaptive_avg_pool2d(patches, target).flatten(2).transpose(1, 2)
-    return torch.cat([hidden[:, :prefix], pooled], dim=1)
 
 
 def reduce_tokens(
@@ -92,13 +35,7 @@ def reduce_tokens(
     mask = mask.bool()
     if max_tokens is None:
         return hidden, mask
-    if kind == "image":
-        tokens = _pooled_grid(hidden, max_tokens, grid)
-        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=hidden.device)
-    if kind == "audio":
-        return _binned(hidden, mask, max_tokens)
-    count = mask.long().sum(dim=1).clamp(max=max_tokens)
-    return _first_valid(hidden, mask, count, int(count.max()) if hidden.shape[0] else 0)
+    return get_kind(kind).reduce_tokens(hidden, mask, max_tokens, grid)
 
 
 class TokenSequenceMixin:
@@ -109,7 +46,7 @@ class TokenSequenceMixin:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reduced token sequence ``([n, T, hidden], mask [n, T])`` of modality ``name``'s encoder for these rows."""
         spec = self.config.modalities[name]
-        if spec.kind == "features":
+        if get_kind(spec.kind).pooled_only:
             vector = self._run_encoder(name, fields)
             return vector.unsqueeze(1), torch.ones(vector.shape[0], 1, dtype=torch.bool, device=vector.device)
         if self._needs_unpadded_audio(name, fields):

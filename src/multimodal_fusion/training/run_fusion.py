@@ -91,7 +91,7 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments) -> Fus
         )
     if data_args.max_text_length is not None:
         for spec in processor.modalities.values():
-            if spec["kind"] == "text":
+            if "max_length" in spec:  # modalities whose processor truncates (text)
                 current = spec.get("max_length")
                 spec["max_length"] = (
                     min(current, data_args.max_text_length) if current else data_args.max_text_length

@@ -1,0 +1,166 @@
+"""Kind ``image``: RGB images through the encoder's own image processor -> ``{name}_pixel_values`` ``[B, 3, H, W]``.
+
+Raw samples: a ``PIL.Image``, an array (``input_data_format`` for an ambiguous layout, ``image_bit_depth`` for
+integer images above 8 bits; see ``image_decoding.decode_image``), a file path, bytes or a datasets image dict.
+timm checkpoints get transformers' ``TimmWrapperImageProcessor`` built from their ``pretrained_cfg`` and are saved
+as a timm-format ``config.json``. Your own image network gets your image processor, else
+``module_processing.default_image_processor`` (ImageNet recipe). Token-level fusion pools the patch grid
+(``token_reduction.pooled_grid_tokens``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .modality_kind import ModalityKind, processing_module, register_modality_kind
+
+TIMM_CONFIG_NAME = "config.json"
+"""A timm image processor is saved as a timm-format ``config.json`` (``architecture`` + ``pretrained_cfg``):
+``TimmWrapperImageProcessor.save_pretrained`` is a no-op, and this form also loads with ``AutoImageProcessor``."""
+
+PLACEHOLDER_SIDE = 224
+"""Side of the blank image run through the processor to learn the placeholder shape of an all-missing batch."""
+
+
+def timm_processor(config: Any) -> Any:
+    """transformers' timm image processor from the checkpoint's ``pretrained_cfg``, or timm's default one for the
+    architecture when the checkpoint has none (a wrapper saved from scratch)."""
+    import timm
+    from transformers import TimmWrapperImageProcessor
+
+    pretrained_cfg = getattr(config, "pretrained_cfg", None)
+    if not pretrained_cfg:
+        pretrained_cfg = timm.models.get_pretrained_cfg(config.architecture).to_dict()
+    return TimmWrapperImageProcessor(pretrained_cfg=dict(pretrained_cfg), architecture=config.architecture)
+
+
+def _for_modality(value: Any, name: str) -> Any:
+    """A per-call option given as one value or as modality -> value."""
+    return value.get(name) if isinstance(value, Mapping) else value
+
+
+@register_modality_kind("image")
+class ImageKind(ModalityKind):
+    """Images: ``pixel_values`` ``[B, 3, H, W]`` from the encoder's image processor."""
+
+    batch_fields = (("pixel_values",), ())
+    module_fields = (("pixel_values",), ())
+    sequence_pooling = "mean"
+    processor_types = ("transformers.image_processing_utils:BaseImageProcessor",)
+    processor_description = "an image processor"
+    tower = ("vision_config", "vision_model")
+    main_input_names = ("pixel_values",)
+    media = True
+
+    # ------------------------------------------------------------------ processor
+    def load_processor(self, path: str, config: Any, **kwargs: Any) -> Any:
+        from transformers import AutoImageProcessor
+
+        if config is not None and config.model_type == "timm_wrapper":
+            return timm_processor(config)
+        return AutoImageProcessor.from_pretrained(path, **kwargs)
+
+    def load_saved_processor(self, path: str, spec: Mapping[str, Any], subfolder: str, **kwargs: Any) -> Any:
+        if spec.get("timm"):
+            from transformers.utils import cached_file
+
+            file = cached_file(path, TIMM_CONFIG_NAME, subfolder=subfolder, **kwargs)
+            with open(file, encoding="utf-8") as handle:
+                return timm_processor(SimpleNamespace(**json.load(handle)))
+        return self.load_processor(path, None, subfolder=subfolder, **kwargs)
+
+    def save_processor(self, processor: Any, spec: Mapping[str, Any], folder: str) -> list[str]:
+        """Write the sub-processor's files into ``folder``; returns them (a timm one as its ``config.json``)."""
+        if not spec.get("timm"):
+            return [str(f) for f in processor.save_pretrained(folder) or []]
+        file = os.path.join(folder, TIMM_CONFIG_NAME)
+        timm_config = {
+            "architecture": processor.architecture,
+            "num_classes": 0,
+            "pretrained_cfg": dict(processor.data_config),
+        }
+        with open(file, "w", encoding="utf-8") as handle:
+            json.dump(timm_config, handle, indent=2)
+        return [file]
+
+    def processor_settings(self, name: str, spec: Mapping[str, Any], processor: Any) -> dict[str, Any]:
+        helpers = processing_module("image_decoding")
+        normalize_bit_depth, normalize_input_data_format = (
+            helpers.normalize_bit_depth,
+            helpers.normalize_input_data_format,
+        )
+
+        out: dict[str, Any] = {"timm": type(processor).__name__ == "TimmWrapperImageProcessor"}
+        try:
+            input_data_format = normalize_input_data_format(spec.get("input_data_format"))
+            bit_depth = normalize_bit_depth(spec.get("image_bit_depth"))
+        except ValueError as error:
+            raise ValueError(f"modality '{name}': {error}") from None
+        if input_data_format is not None:
+            out["input_data_format"] = input_data_format
+        if bit_depth is not None:
+            out["image_bit_depth"] = bit_depth
+        return out
+
+    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, config: Any) -> dict[str, Any]:
+        return {
+            key: spec[key] for key in ("input_data_format", "image_bit_depth") if spec.get(key) is not None
+        }
+
+    def module_processor_settings(
+        self, name: str, spec: Mapping[str, Any], **hub_kwargs: Any
+    ) -> dict[str, Any]:
+        processor, path = spec.get("processor"), spec.get("path")
+        if processor is None and path:
+            processor = self.load_processor(str(path), None, **hub_kwargs)
+        if processor is None:
+            default_image_processor = processing_module("module_processing").default_image_processor
+
+            processor = default_image_processor(spec.get("image_size"))
+        return {"processor": processor}
+
+    # ------------------------------------------------------------------ samples
+    def decode(self, processor: Any, name: str, value: Any, options: Mapping[str, Any]) -> Any:
+        """An RGB ``PIL.Image`` (per-call ``input_data_format`` / ``image_bit_depth``, else the spec's)."""
+        decode_image = processing_module("image_decoding").decode_image
+
+        spec = processor.modalities[name]
+        layout = _for_modality(options.get("input_data_format"), name) or spec.get("input_data_format")
+        depth = _for_modality(options.get("image_bit_depth"), name)
+        return decode_image(value, layout, bit_depth=spec.get("image_bit_depth") if depth is None else depth)
+
+    def batch(self, processor: Any, name: str, samples: list[Any]) -> dict[str, tuple[torch.Tensor, Any]]:
+        image_processor = processor.processors[name]
+        shapes = processor.placeholder_shapes
+        if not samples:
+            if name not in shapes:
+                probe = processing_module("image_decoding").blank_image(PLACEHOLDER_SIDE)
+                shapes[name] = image_processor(images=[probe], return_tensors="pt")["pixel_values"].shape[1:]
+            return {"pixel_values": (torch.zeros(0, *shapes[name]), 0)}
+        pixel_values = torch.as_tensor(image_processor(images=samples, return_tensors="pt")["pixel_values"])
+        shapes[name] = pixel_values.shape[1:]
+        return {"pixel_values": (pixel_values, 0)}
+
+    def example_sample(self, spec: Mapping[str, Any], length: int, rng: Any) -> Any:
+        """An RGB image of height ``40 + 8 * length``."""
+        pixels = rng.integers(0, 255, (40 + 8 * length, 48, 3), dtype="uint8")
+        return processing_module("image_decoding").decode_image(pixels)
+
+    # ------------------------------------------------------------------ model side
+    def reduce_tokens(
+        self, hidden: torch.Tensor, mask: torch.Tensor, max_tokens: int, grid: tuple[int, int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from .token_reduction import pooled_grid_tokens
+
+        return pooled_grid_tokens(hidden, mask, max_tokens, grid)
+
+    def module_example_inputs(self, name: str, spec: Any, network: nn.Module) -> dict[str, torch.Tensor]:
+        size = spec.image_size or 64
+        return {"pixel_values": torch.zeros(2, 3, size, size)}
