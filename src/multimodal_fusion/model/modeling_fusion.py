@@ -22,6 +22,12 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .batch_inputs import batch_size_of, check_fields, drop_modalities, presence, split_inputs
+from .block_checkpointing import (
+    checkpoint_units,
+    checkpointed_modules,
+    disable_block_checkpointing,
+    enable_block_checkpointing,
+)
 from .configuration_fusion import FusionConfig, ModalitySpec, encoder_tower_config, infer_kind
 from .encoder_adapters import EncoderAdapter, adapter_class_for, adapter_for
 from .encoder_layout import EncoderLayout
@@ -375,27 +381,44 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
     def _set_gradient_checkpointing(
         self, enable: bool = True, gradient_checkpointing_func: Any = None, every_n_layers: int = 1
     ) -> None:
-        """Activation checkpointing per encoder, as its adapter says (transformers layers or timm); a warning
-        names each modality whose encoder has none. With reentrant checkpointing the encoders' input embeddings
-        are made to require grad, so trainable blocks above frozen embeddings still get gradients; an encoder
-        where that is impossible is refused with an error."""
+        """Block-level activation checkpointing in every encoder but ``features`` MLPs, for every family alike
+        (``block_checkpointing``: each block of the encoder's layout runs under a non-reentrant checkpoint when
+        autograd records it; parameter names do not change). ``gradient_checkpointing_func`` is transformers'
+        partial of ``torch.utils.checkpoint.checkpoint``; ``use_reentrant=True`` in it is overridden (a warning
+        says so). ``enable=False`` gives every block its plain forward back.
+
+        Raises:
+            ValueError: when no encoder of the model has anything to checkpoint (only ``features`` modalities).
+        """
+        if not enable:
+            for encoder in self.encoders.values():
+                disable_block_checkpointing(encoder)
+            return
         func = gradient_checkpointing_func or torch.utils.checkpoint.checkpoint
-        reentrant = bool(getattr(func, "keywords", {}).get("use_reentrant", False))
+        if getattr(func, "keywords", {}).get("use_reentrant", False):
+            logger.warning(
+                "block-level activation checkpointing runs with use_reentrant=False (the same gradients; "
+                "reentrant checkpointing cannot carry keyword inputs nor reach blocks above frozen inputs)"
+            )
         enabled = []
         for name, encoder in self.encoders.items():
-            if self.adapters[name].set_checkpointing(encoder, enable, func, every_n_layers):
+            if self.config.modalities[name].kind == "features":
+                continue
+            units = checkpoint_units(encoder, self.encoder_layout(name).blocks)
+            if enable_block_checkpointing(encoder, units, func, every_n_layers):
                 enabled.append(name)
-                if enable and reentrant:
-                    _require_input_grads(name, encoder)
-            elif enable and self.config.modalities[name].kind != "features":
-                logger.warning(
-                    f"modality '{name}': the {type(encoder).__name__} encoder does not support activation "
-                    "checkpointing; it runs without it"
-                )
-        if enable and not enabled:
+        if not enabled:
             raise ValueError(
-                f"no encoder of modalities {self.config.modality_names} supports activation checkpointing"
+                f"no encoder of modalities {self.config.modality_names} has blocks to checkpoint "
+                "(feature MLPs are not checkpointed)"
             )
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        """Whether activation checkpointing is on in some encoder (block-level or transformers' own)."""
+        return bool(super().is_activation_checkpointing) or any(
+            checkpointed_modules(encoder) for encoder in self.encoders.values()
+        )
 
     def _limits(self, name: str) -> InputLimits:
         """Modality ``name``'s value limits (vocabulary, positions, receptive field), read once from its encoder."""
@@ -517,23 +540,3 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             attentions=getattr(fused, "attentions", None),
         )
         return output if return_dict is not False else output.to_tuple()
-
-
-def _require_input_grads(name: str, encoder: nn.Module) -> None:
-    """Make the encoder's input embeddings require grad (reentrant checkpointing gives no gradient to the
-    blocks of a segment whose inputs do not).
-
-    Raises:
-        ValueError: naming the modality, where the encoder has no input embeddings to hook.
-    """
-    try:
-        embeddings = encoder.get_input_embeddings()
-    except (NotImplementedError, AttributeError):
-        embeddings = None
-    if embeddings is None or not hasattr(embeddings, "register_forward_hook"):
-        raise ValueError(
-            f"modality '{name}': reentrant activation checkpointing would give no gradient to trainable blocks "
-            f"of the {type(encoder).__name__} encoder above frozen inputs; use "
-            "`activation_checkpointing_kwargs={'use_reentrant': False}` (the default)"
-        )
-    embeddings.register_forward_hook(lambda module, args, output: output.requires_grad_(True))
