@@ -168,14 +168,25 @@ def checkpoint_units(encoder: nn.Module, blocks: Sequence[Sequence[str]]) -> lis
     parameter names of the layout's blocks, see ``encoder_layout.EncoderLayout.blocks``); a module list stands
     for its members; the whole encoder (path ``""``) when the layout has no blocks (a bare ``nn.LSTM``); blocks an
     FX graph inlines are merged into one unit, the graph module."""
-    units: list[list[str]] = []
+    units = [
+        list(
+            dict.fromkeys(
+                c for p in block_module_names(encoder, list(block)) for c in _called_modules(encoder, p)
+            )
+        )
+        for block in blocks
+    ]
+    chosen = {p for unit in units for p in unit}
+
+    def nested(path: str) -> bool:  # under another chosen module (a graph module inlining it): not twice
+        parts = path.split(".") if path else []
+        return any(".".join(parts[:i]) in chosen for i in range(len(parts)))
+
     seen: set[str] = set()
-    for block in blocks:
-        paths = [c for p in block_module_names(encoder, list(block)) for c in _called_modules(encoder, p)]
-        unit = [p for p in dict.fromkeys(paths) if p not in seen]
-        seen.update(unit)
-        if unit:
-            units.append(unit)
+    for index, unit in enumerate(units):
+        units[index] = [p for p in unit if not nested(p) and p not in seen]
+        seen.update(units[index])
+    units = [unit for unit in units if unit]
     if not units and any(True for _ in encoder.parameters()):
         units = [[""]]
     return units
