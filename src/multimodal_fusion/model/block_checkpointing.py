@@ -23,8 +23,9 @@ How it works, and what it keeps unchanged:
 - A block that its parent never calls through ``forward`` (torchvision models cut at a ``feature_layer`` are FX
   graphs that inline their blocks) is replaced by the graph module holding it, checkpointed as one unit.
 
-This file is copied next to the weights by ``save_pretrained`` (``trust_remote_code`` loading): it imports only
-torch and sibling files.
+[`BlockCheckpointingMixin`] is what ``FusionModel.activation_checkpointing_enable`` / ``_disable`` (and the training
+argument ``gradient_checkpointing`` / ``activation_checkpointing``) run. This file is copied next to the weights by
+``save_pretrained`` (``trust_remote_code`` loading): it imports only torch, transformers and sibling files.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch
 import torch.fx
 import torch.utils.checkpoint
 from torch import nn
+from transformers.utils import logging
 
 from .encoder_layout import block_module_names
 
@@ -48,6 +50,8 @@ CACHE_ARGUMENTS: dict[str, Any] = {
     "layer_past": None,
 }
 """Keyword arguments set for a checkpointed call (when the caller passed them), so no cache is written twice."""
+
+logger = logging.get_logger(__name__)
 
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -240,3 +244,51 @@ def checkpointed_modules(encoder: nn.Module) -> list[str]:
         for path, module in encoder.named_modules()
         if isinstance(module.__dict__.get("forward"), CheckpointedForward)
     ]
+
+
+class BlockCheckpointingMixin:
+    """Activation checkpointing for [`FusionModel`] (transformers' ``activation_checkpointing_enable`` /
+    ``_disable`` call ``_set_gradient_checkpointing``): block-level in every encoder. Reads ``self.encoders`` (a
+    ``ModuleDict`` by modality name), ``self.config.modalities`` and ``self.encoder_layout(name)``."""
+
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Any = None, every_n_layers: int = 1
+    ) -> None:
+        """Block-level activation checkpointing in every encoder but ``features`` MLPs, for every family alike
+        (``block_checkpointing``: each block of the encoder's layout runs under a non-reentrant checkpoint when
+        autograd records it; parameter names do not change). ``gradient_checkpointing_func`` is transformers'
+        partial of ``torch.utils.checkpoint.checkpoint``; ``use_reentrant=True`` in it is overridden (a warning
+        says so). ``enable=False`` gives every block its plain forward back.
+
+        Raises:
+            ValueError: when no encoder of the model has anything to checkpoint (only ``features`` modalities).
+        """
+        if not enable:
+            for encoder in self.encoders.values():
+                disable_block_checkpointing(encoder)
+            return
+        func = gradient_checkpointing_func or torch.utils.checkpoint.checkpoint
+        if getattr(func, "keywords", {}).get("use_reentrant", False):
+            logger.warning(
+                "block-level activation checkpointing runs with use_reentrant=False (the same gradients; "
+                "reentrant checkpointing cannot carry keyword inputs nor reach blocks above frozen inputs)"
+            )
+        enabled = []
+        for name, encoder in self.encoders.items():
+            if self.config.modalities[name].kind == "features":
+                continue
+            units = checkpoint_units(encoder, self.encoder_layout(name).blocks)
+            if enable_block_checkpointing(encoder, units, func, every_n_layers):
+                enabled.append(name)
+        if not enabled:
+            raise ValueError(
+                f"no encoder of modalities {self.config.modality_names} has blocks to checkpoint "
+                "(feature MLPs are not checkpointed)"
+            )
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        """Whether activation checkpointing is on in some encoder (block-level or transformers' own)."""
+        return bool(super().is_activation_checkpointing) or any(
+            checkpointed_modules(encoder) for encoder in self.encoders.values()
+        )

@@ -22,12 +22,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .batch_inputs import batch_size_of, check_fields, drop_modalities, presence, split_inputs
-from .block_checkpointing import (
-    checkpoint_units,
-    checkpointed_modules,
-    disable_block_checkpointing,
-    enable_block_checkpointing,
-)
+from .block_checkpointing import BlockCheckpointingMixin
 from .configuration_fusion import FusionConfig, ModalitySpec, encoder_tower_config, infer_kind
 from .encoder_adapters import EncoderAdapter, adapter_class_for, adapter_for
 from .encoder_layout import EncoderLayout
@@ -226,7 +221,13 @@ class FusionPreTrainedModel(PreTrainedModel):
                 init.normal_(placeholder, std=std)
 
 
-class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedModel):
+class FusionModel(
+    TokenSequenceMixin,
+    ModalityEncodingMixin,
+    EncoderFreezingMixin,
+    BlockCheckpointingMixin,
+    FusionPreTrainedModel,
+):
     """Pretrained encoders merged into one classifier/regressor. Build it with [`FusionModel.from_encoders`].
 
     Inputs are ``{name}_{field}`` tensors per modality (``image_pixel_values``, ``audio_input_values``,
@@ -377,48 +378,6 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
         if uploader is None:
             return super().push_to_hub(repo_id, **kwargs)
         return uploader(self, repo_id, **kwargs)
-
-    def _set_gradient_checkpointing(
-        self, enable: bool = True, gradient_checkpointing_func: Any = None, every_n_layers: int = 1
-    ) -> None:
-        """Block-level activation checkpointing in every encoder but ``features`` MLPs, for every family alike
-        (``block_checkpointing``: each block of the encoder's layout runs under a non-reentrant checkpoint when
-        autograd records it; parameter names do not change). ``gradient_checkpointing_func`` is transformers'
-        partial of ``torch.utils.checkpoint.checkpoint``; ``use_reentrant=True`` in it is overridden (a warning
-        says so). ``enable=False`` gives every block its plain forward back.
-
-        Raises:
-            ValueError: when no encoder of the model has anything to checkpoint (only ``features`` modalities).
-        """
-        if not enable:
-            for encoder in self.encoders.values():
-                disable_block_checkpointing(encoder)
-            return
-        func = gradient_checkpointing_func or torch.utils.checkpoint.checkpoint
-        if getattr(func, "keywords", {}).get("use_reentrant", False):
-            logger.warning(
-                "block-level activation checkpointing runs with use_reentrant=False (the same gradients; "
-                "reentrant checkpointing cannot carry keyword inputs nor reach blocks above frozen inputs)"
-            )
-        enabled = []
-        for name, encoder in self.encoders.items():
-            if self.config.modalities[name].kind == "features":
-                continue
-            units = checkpoint_units(encoder, self.encoder_layout(name).blocks)
-            if enable_block_checkpointing(encoder, units, func, every_n_layers):
-                enabled.append(name)
-        if not enabled:
-            raise ValueError(
-                f"no encoder of modalities {self.config.modality_names} has blocks to checkpoint "
-                "(feature MLPs are not checkpointed)"
-            )
-
-    @property
-    def is_activation_checkpointing(self) -> bool:
-        """Whether activation checkpointing is on in some encoder (block-level or transformers' own)."""
-        return bool(super().is_activation_checkpointing) or any(
-            checkpointed_modules(encoder) for encoder in self.encoders.values()
-        )
 
     def _limits(self, name: str) -> InputLimits:
         """Modality ``name``'s value limits (vocabulary, positions, receptive field), read once from its encoder."""
