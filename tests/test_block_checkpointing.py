@@ -38,6 +38,17 @@ def test_tiny_encoders_give_the_plain_gradients(folder, tiny_dir):
     check_block_checkpointing(model, name, batch, LABELS)
 
 
+def test_regnet_a_family_transformers_cannot_checkpoint(tmp_path):
+    import transformers as T
+
+    torch.manual_seed(0)
+    config = T.RegNetConfig(embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8)
+    T.RegNetModel(config).save_pretrained(tmp_path / "regnet")
+    assert not T.RegNetModel.supports_gradient_checkpointing
+    model = FusionModel.from_encoders({"x": str(tmp_path / "regnet")}, **SMALL)
+    check_block_checkpointing(model, "x", _pixels(), LABELS)
+
+
 def _frames() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
