@@ -11,6 +11,7 @@ import transformers as T
 from tiny_families import FAMILIES
 
 from multimodal_fusion import ENCODER_ADAPTERS, FusionConfig, FusionModel, FusionProcessor
+from multimodal_fusion.model.block_checkpointing import checkpointed_modules
 from multimodal_fusion.model.encoder_adapters import adapter_class_for
 from multimodal_fusion.model.pooling_layers import POOLING_REGISTRY
 from tiny_encoders import IMAGE_SIZE, make_bert, make_vit
@@ -117,15 +118,16 @@ def test_reentrant_checkpointing_trains_the_top_block_above_frozen_embeddings(ti
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in top.parameters()), name
 
 
-def test_checkpointing_warns_for_an_encoder_without_support(tmp_path, tiny_dir, caplog):
+def test_checkpointing_covers_an_encoder_transformers_has_none_for(tmp_path, tiny_dir, caplog):
     FAMILIES["convnext"][0](tmp_path / "convnext")
     model = FusionModel.from_encoders(
         {"photo": str(tmp_path / "convnext"), "text": str(tiny_dir / "bert")}, **SMALL
     )
     with caplog.at_level(logging.WARNING):
         model.activation_checkpointing_enable()
-    assert any("'photo'" in r.getMessage() and "checkpointing" in r.getMessage() for r in caplog.records)
-    assert all(layer.gradient_checkpointing for layer in model.encoders["text"].encoder.layer)
+    assert not any("checkpointing" in r.getMessage() for r in caplog.records)
+    assert checkpointed_modules(model.encoders["photo"]) == ["encoder.stages.0", "encoder.stages.1"]
+    assert checkpointed_modules(model.encoders["text"]) == ["encoder.layer.0", "encoder.layer.1"]
 
 
 def test_interpolate_pos_encoding_is_automatic_at_another_image_size(tmp_path):

@@ -33,6 +33,7 @@ def readme_ids(tiny_dir):
         "model = FusionModel.from_encoders(\n    encoders,",
         'batch = processor(\n    image=[Image.new("L"',
         'fusion="cross_attention",',
+        "model.activation_checkpointing_enable()  #",
     ],
 )
 def test_readme_example_runs(readme_ids, marker, tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .batch_inputs import batch_size_of, check_fields, drop_modalities, presence, split_inputs
+from .block_checkpointing import BlockCheckpointingMixin
 from .configuration_fusion import FusionConfig, ModalitySpec, encoder_tower_config, infer_kind
 from .encoder_adapters import EncoderAdapter, adapter_class_for, adapter_for
 from .encoder_layout import EncoderLayout
@@ -221,7 +222,13 @@ class FusionPreTrainedModel(PreTrainedModel):
                 init.normal_(placeholder, std=std)
 
 
-class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixin, FusionPreTrainedModel):
+class FusionModel(
+    TokenSequenceMixin,
+    ModalityEncodingMixin,
+    EncoderFreezingMixin,
+    BlockCheckpointingMixin,
+    FusionPreTrainedModel,
+):
     """Pretrained encoders merged into one classifier/regressor. Build it with [`FusionModel.from_encoders`].
 
     Inputs are ``{name}_{field}`` tensors per modality (``image_pixel_values``, ``audio_input_values``,
@@ -375,31 +382,6 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             return super().push_to_hub(repo_id, **kwargs)
         return uploader(self, repo_id, **kwargs)
 
-    def _set_gradient_checkpointing(
-        self, enable: bool = True, gradient_checkpointing_func: Any = None, every_n_layers: int = 1
-    ) -> None:
-        """Activation checkpointing per encoder, as its adapter says (transformers layers or timm); a warning
-        names each modality whose encoder has none. With reentrant checkpointing the encoders' input embeddings
-        are made to require grad, so trainable blocks above frozen embeddings still get gradients; an encoder
-        where that is impossible is refused with an error."""
-        func = gradient_checkpointing_func or torch.utils.checkpoint.checkpoint
-        reentrant = bool(getattr(func, "keywords", {}).get("use_reentrant", False))
-        enabled = []
-        for name, encoder in self.encoders.items():
-            if self.adapters[name].set_checkpointing(encoder, enable, func, every_n_layers):
-                enabled.append(name)
-                if enable and reentrant:
-                    _require_input_grads(name, encoder)
-            elif enable and get_kind(self.config.modalities[name].kind).has_encoder:
-                logger.warning(
-                    f"modality '{name}': the {type(encoder).__name__} encoder does not support activation "
-                    "checkpointing; it runs without it"
-                )
-        if enable and not enabled:
-            raise ValueError(
-                f"no encoder of modalities {self.config.modality_names} supports activation checkpointing"
-            )
-
     def _limits(self, name: str) -> InputLimits:
         """Modality ``name``'s value limits (vocabulary, positions, receptive field), read once from its encoder."""
         if name not in self._input_limits:
@@ -520,23 +502,3 @@ class FusionModel(TokenSequenceMixin, ModalityEncodingMixin, EncoderFreezingMixi
             attentions=getattr(fused, "attentions", None),
         )
         return output if return_dict is not False else output.to_tuple()
-
-
-def _require_input_grads(name: str, encoder: nn.Module) -> None:
-    """Make the encoder's input embeddings require grad (reentrant checkpointing gives no gradient to the
-    blocks of a segment whose inputs do not).
-
-    Raises:
-        ValueError: naming the modality, where the encoder has no input embeddings to hook.
-    """
-    try:
-        embeddings = encoder.get_input_embeddings()
-    except (NotImplementedError, AttributeError):
-        embeddings = None
-    if embeddings is None or not hasattr(embeddings, "register_forward_hook"):
-        raise ValueError(
-            f"modality '{name}': reentrant activation checkpointing would give no gradient to trainable blocks "
-            f"of the {type(encoder).__name__} encoder above frozen inputs; use "
-            "`activation_checkpointing_kwargs={'use_reentrant': False}` (the default)"
-        )
-    embeddings.register_forward_hook(lambda module, args, output: output.requires_grad_(True))
