@@ -208,6 +208,11 @@ class FusionDataCollator:
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> BatchFeature:
         """Decode and batch ``features`` (a list of dataset rows)."""
+        return self.collate(features)[0]
+
+    def collate(self, features: Sequence[Mapping[str, Any]]) -> tuple[BatchFeature, list[int]]:
+        """Decode and batch ``features``; also return the positions (in ``features``) of the rows the batch holds,
+        in order: every row but the bad samples skipped. Raises ``ValueError`` when every row was bad."""
         if not features:
             raise ValueError("the collator got an empty list of rows")
         embeds = self._embeds_columns(features[0])
@@ -215,7 +220,7 @@ class FusionDataCollator:
         sources += [(None, n) for n in embeds if n not in self.columns]
         decoded: dict[str, list[Any]] = {name: [] for _, name in sources if name not in embeds}
         vectors: dict[str, list[Any]] = {name: [] for name in embeds}
-        labels, rows, bad = [], [], []
+        labels, rows, bad, kept = [], [], [], []
         for position, row in enumerate(features):
             row_name = self._row_name(row, position)
             sample: dict[str, Any] = {}
@@ -254,6 +259,7 @@ class FusionDataCollator:
             for name, value in sample.items():
                 (vectors if name in embeds else decoded)[name].append(value)
             rows.append(row_name)
+            kept.append(position)
             if label_key is not None:
                 labels.append(row[label_key])
         if not rows:
@@ -275,7 +281,7 @@ class FusionDataCollator:
                 column=self.label_column or "labels",
             )
             batch["labels"] = tensor.numpy() if self.return_tensors == "np" else tensor
-        return batch
+        return batch, kept
 
     def _embeds_columns(self, row: Mapping[str, Any]) -> dict[str, str]:
         """modality -> column of precomputed pooled vectors used for this batch."""
