@@ -82,7 +82,7 @@ def _token_fields(name: str, sequences: Sequence[np.ndarray | None]) -> dict[str
     return {f"{name}_token_embeds": embeds, f"{name}_token_mask": token_mask}
 
 
-def _embeds_fields(name: str, vectors: Sequence[np.ndarray | None]) -> dict[str, torch.Tensor]:
+def embeds_fields(name: str, vectors: Sequence[np.ndarray | None]) -> dict[str, torch.Tensor]:
     """``{name}_embeds`` ``[B, D]`` float32 (zeros where missing), or for cached token sequences (2-D values)
     ``{name}_token_embeds`` / ``{name}_token_mask``; when a row is missing, ``{name}_mask``; nothing when every
     row is missing (the modality is then absent from the batch)."""
@@ -268,7 +268,7 @@ class FusionDataCollator:
             )
         batch = self.processor.process_decoded(decoded, return_tensors=self.return_tensors)
         for name, values in vectors.items():
-            for key, value in _embeds_fields(name, values).items():
+            for key, value in embeds_fields(name, values).items():
                 batch[key] = value.numpy() if self.return_tensors == "np" else value
         if labels:
             if len(labels) != len(rows):
