@@ -7,6 +7,7 @@ every cached column of the batch alike (the prefix cache once kept it: ``inconsi
 once per pass over its split, and training and evaluation must see exactly the other rows."""
 
 import functools
+import json
 
 import pytest
 import torch
@@ -66,6 +67,10 @@ def test_a_missing_file_is_skipped_with_every_cache_and_encoder_state(case, brok
         per_device_train_batch_size=4, per_device_eval_batch_size=4,
     )  # fmt: skip
     result = run(*parse_arguments([str(config)]))
+    saved = json.loads(
+        (tmp_path / "out" / "fusion_data.json").read_text()
+    )  # what predict / evaluate default to
+    assert saved == {"columns": {"image": "image", "text": "text"}, "label_column": "label"}
 
     train = [rows for training, rows, _ in seen if training]
     evaluation = [rows for training, rows, _ in seen if not training]
