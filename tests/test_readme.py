@@ -54,3 +54,15 @@ def test_readme_input_data_format_and_ignore_index_example(readme_ids, tmp_path,
     exec(compile(setup, "README.md", "exec"), namespace)
     exec(compile(example, "README.md", "exec"), namespace)
     assert namespace["loss"].item() == 0.0 and namespace["batch"]["image_pixel_values"].shape[0] == 1
+
+
+def test_readme_scoring_engine_example(readme_ids, tmp_path, monkeypatch):
+    block = next(b for b in python_blocks() if 'cache="build", skip_bad_samples=True' in b)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    first, again = namespace["first"], namespace["again"]
+    assert first.rows == again.rows == [0, 1, 2] and [e["row"] for e in first.errors] == [3]
+    assert first.errors[0]["column"] == "photo" and first.errors[0]["path"].endswith("photo3.png")
+    assert first.cached_modalities == again.cached_modalities == ["image", "text"]
+    assert abs(first.logits[None] - again.logits[None]).max() <= 1e-6

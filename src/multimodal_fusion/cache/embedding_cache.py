@@ -24,7 +24,6 @@ unfreeze it, and its processor applies no random augmentation. ``training/run.py
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Collection, Mapping, Sequence
@@ -35,13 +34,31 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 
-from ..data.column_mapping import modality_columns
 from ..data.data_collator import ROW_INDEX_COLUMN
-from ..model.bad_samples import BadSampleError
 from ..model.fusions import is_token_level
 from ..model.modeling_fusion import FusionModel
 from ..model.processing_fusion import FusionProcessor
+from .cache_core import (
+    STORAGE_DTYPES,
+    check_storage_dtype,
+    decode_column,
+    encoder_config_settings,
+    has_random_augmentation,
+    map_present,
+    media_files_signature,
+    processor_settings,
+    resolve_modality_columns,
+    short_fingerprint,
+    stable_json,
+    update_with_tensors,
+)
 from .cache_files import cache_file_path, discard_if_damaged, record_checksum
+
+__all__ = [  # the fingerprint parts live in cache_core; importing them from here keeps working
+    "CACHE_MODES", "CACHE_VERSION", "EMBEDS_SUFFIX", "STORAGE_DTYPES", "TOKEN_EMBEDS_SUFFIX", "cache_embeddings",
+    "cache_fingerprint", "cache_plan", "caches_tokens", "embedding_fingerprint", "embeds_column",
+    "has_random_augmentation", "media_files_signature", "processor_settings",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +73,6 @@ TOKEN_EMBEDS_SUFFIX = "_token_embeds"
 ``[T_i, hidden]`` array per row (after ``max_tokens``)."""
 
 CACHE_MODES = ("auto", "true", "false")
-STORAGE_DTYPES = ("float32", "float16")
 
 
 def embeds_column(name: str, tokens: bool = False) -> str:
@@ -76,53 +92,6 @@ def caches_tokens(model: FusionModel, name: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------- fingerprints
-def _update_with_tensors(digest: Any, tensors: Mapping[str, torch.Tensor]) -> None:
-    for key in sorted(tensors):
-        tensor = tensors[key].detach().cpu().contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
-
-
-def processor_settings(processor: FusionProcessor, name: str) -> dict[str, Any]:
-    """Every setting of ``processor`` that changes modality ``name``'s model input: the processor spec (kind,
-    sampling rate, text ``max_length``...), ``max_audio_seconds`` and the sub-processor's saved configuration (an
-    image processor's / feature extractor's ``to_dict()``; a tokenizer's full ``tokenizer.json`` without the
-    truncation/padding state a call leaves behind, plus its special tokens)."""
-    spec = {k: v for k, v in processor.modalities[name].items() if k != "path"}
-    sub = processor.processors.get(name)
-    settings: dict[str, Any] = {"spec": spec, "type": type(sub).__name__ if sub is not None else None}
-    if name in processor.audio_modalities:
-        settings["max_audio_seconds"] = processor.max_audio_seconds_of(name)
-    if sub is None:
-        return settings
-    backend = getattr(sub, "backend_tokenizer", None)
-    if backend is not None:
-        state = json.loads(backend.to_str())
-        state.pop("truncation", None)
-        state.pop("padding", None)
-        settings["tokenizer"] = state
-        settings["special_tokens"] = {
-            k: str(v) for k, v in getattr(sub, "special_tokens_map", {}).items() if isinstance(v, str)
-        }
-        settings["padding_side"] = getattr(sub, "padding_side", None)
-    elif hasattr(sub, "get_vocab") and not hasattr(sub, "to_dict"):
-        # a tokenizer without a tokenizers backend
-        settings["vocab"] = sorted(sub.get_vocab().items())
-        settings["init_kwargs"] = {
-            k: v for k, v in getattr(sub, "init_kwargs", {}).items() if k != "name_or_path"
-        }
-    else:
-        settings["processor"] = {
-            k: v for k, v in sub.to_dict().items() if k not in ("_processor_class", "processor_class")
-        }
-    settings["augment"] = has_random_augmentation(processor, name)
-    return settings
-
-
 def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: str) -> str:
     """Fingerprint (hex) of everything modality ``name``'s pooled vector depends on, apart from the sample.
 
@@ -149,56 +118,20 @@ def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: 
         model_settings.update({key: spec.get(key) for key in ("module", "module_kwargs", "feature_layer")})
     encoder_config = spec.get("config")
     if encoder_config is not None:
-        config = encoder_config.to_dict()
-        for key in ("_name_or_path", "transformers_version", "architectures", "id2label", "label2id"):
-            config.pop(key, None)
-        model_settings["encoder_config"] = config
-    digest.update(_json(model_settings).encode())
-    digest.update(_json(processor_settings(processor, name)).encode())
-    _update_with_tensors(digest, model.encoders[name].state_dict())
+        model_settings["encoder_config"] = encoder_config_settings(encoder_config)
+    digest.update(stable_json(model_settings).encode())
+    digest.update(stable_json(processor_settings(processor, name)).encode())
+    update_with_tensors(digest, model.encoders[name].state_dict())
     if hasattr(
         model.encoders[name], "non_persistent_buffers"
     ):  # module encoders: buffers outside the weights
-        _update_with_tensors(digest, model.encoders[name].non_persistent_buffers())
+        update_with_tensors(digest, model.encoders[name].non_persistent_buffers())
     if name in model.poolers and not tokens:
-        _update_with_tensors(digest, {f"pooler.{k}": v for k, v in model.poolers[name].state_dict().items()})
-    return digest.hexdigest()
-
-
-def media_files_signature(dataset: Dataset, columns: Sequence[str]) -> str:
-    """Hash of the size and modification time of every local file named in ``columns`` (string columns only).
-
-    A dataset of file paths keeps its fingerprint when a file it names is rewritten in place; this signature does
-    not, so the cache is recomputed. Paths that do not exist (or are not strings) count as such."""
-    digest = hashlib.sha256()
-    for column in columns:
-        feature = dataset.features.get(column)
-        if not isinstance(feature, datasets.Value) or "string" not in feature.dtype:
-            continue  # embedded media (bytes) are covered by the dataset's own fingerprint
-        digest.update(f"|{column}|".encode())
-        for value in dataset.data.column(column).to_pylist():
-            if isinstance(value, str) and value and "://" not in value:
-                try:
-                    stat = os.stat(value)
-                    digest.update(f"{value}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-                except OSError:
-                    digest.update(f"{value}\0missing\n".encode())
+        update_with_tensors(digest, {f"pooler.{k}": v for k, v in model.poolers[name].state_dict().items()})
     return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- what applies
-def has_random_augmentation(processor: FusionProcessor, name: str) -> bool:
-    """Whether modality ``name``'s processor applies random training transforms, so a sample's input (and pooled
-    vector) differs between epochs and cannot be cached.
-
-    The package itself never augments (timm image processors run their evaluation transforms); a processor spec or
-    sub-processor with a truthy ``augment`` attribute declares augmentation (where an augmentation option would
-    set it)."""
-    spec = processor.modalities.get(name, {})
-    sub = processor.processors.get(name)
-    return bool(spec.get("augment") or getattr(sub, "augment", False))
-
-
 def cache_plan(
     model: FusionModel, processor: FusionProcessor | None = None, unfrozen: Collection[str] = ()
 ) -> dict[str, str | None]:
@@ -233,19 +166,6 @@ def cache_plan(
 
 
 # ---------------------------------------------------------------------------------------------------- caching
-def _modality_columns(
-    processor: FusionProcessor, columns: Mapping[str, str] | None, names: Sequence[str]
-) -> dict[str, str]:
-    """modality -> column for ``names`` (``columns``: modality -> column; default: same names)."""
-    by_modality = modality_columns(columns, processor.modality_names)
-    missing = [name for name in names if name not in by_modality]
-    if missing:
-        raise ValueError(
-            f"modalities {missing} have no column; `columns` (modality -> column) maps {by_modality}"
-        )
-    return {name: by_modality[name] for name in names}
-
-
 class _Encoder:
     """The ``Dataset.map`` function: decode one batch of raw rows per modality, run the model's encoder and
     pooling, return ``{name}_embeds`` (``None`` where the sample is missing, or bad and skipped)."""
@@ -264,42 +184,33 @@ class _Encoder:
         self.rows_encoded = 0
         self.skipped: list[str] = []
 
+    def _compute(self, name: str, tokens: bool):
+        def compute(batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with torch.no_grad():
+                if tokens:
+                    values, token_mask = self.model.get_modality_tokens(**batch)[name]
+                    token_mask = token_mask.cpu().numpy()
+                else:
+                    values = self.model.get_modality_embeddings(**batch)[name]
+            values = values.float().cpu().numpy().astype(self.dtype)
+            return [values[i][token_mask[i]] if tokens else values[i] for i in range(len(values))]
+
+        return compute
+
     def __call__(self, *args: Any) -> dict[str, list[Any]]:
         *values, indices = args
         row_names = values.pop() if self.row_column is not None else indices
         out: dict[str, list[Any]] = {}
         for (name, column), raw in zip(self.modality_columns.items(), values, strict=True):
-            decoded: list[Any] = []
-            for value, row in zip(raw, row_names, strict=True):
-                if value is None:
-                    decoded.append(None)
-                    continue
-                try:
-                    decoded.append(self.processor.decode(name, value, self.sampling_rate))
-                except BadSampleError as error:
-                    error.locate(column=column, row=row)
-                    if not self.skip_bad_samples:
-                        raise
-                    logger.warning("embedding cache: %s (left empty; the collator skips it)", error)
-                    self.skipped.append(str(error))
-                    decoded.append(None)
-            present = [i for i, sample in enumerate(decoded) if sample is not None]
-            vectors: list[Any] = [None] * len(decoded)
-            if present:
-                batch = self.processor.process_decoded({name: [decoded[i] for i in present]})
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                tokens = caches_tokens(self.model, name)
-                with torch.no_grad():
-                    if tokens:
-                        values, token_mask = self.model.get_modality_tokens(**batch)[name]
-                        token_mask = token_mask.cpu().numpy()
-                    else:
-                        values = self.model.get_modality_embeddings(**batch)[name]
-                values = values.float().cpu().numpy().astype(self.dtype)
-                for position, i in enumerate(present):
-                    vectors[i] = values[position][token_mask[position]] if tokens else values[position]
-                self.rows_encoded += len(present)
-            out[embeds_column(name, caches_tokens(self.model, name))] = vectors
+            decoded = decode_column(self.processor, name, raw, row_names, column=column,
+                                    sampling_rate=self.sampling_rate, skip_bad_samples=self.skip_bad_samples,
+                                    what="embedding cache")  # fmt: skip
+            self.skipped += [str(error) for error in decoded.errors.values()]
+            tokens = caches_tokens(self.model, name)
+            vectors, encoded = map_present(decoded, self._compute(name, tokens), self.processor, name)
+            self.rows_encoded += encoded
+            out[embeds_column(name, tokens)] = vectors
         return out
 
 
@@ -346,8 +257,7 @@ def cache_embeddings(
 
     Returns the dataset with the added columns (the raw columns are kept).
     """
-    if storage_dtype not in STORAGE_DTYPES:
-        raise ValueError(f"`storage_dtype` must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
+    check_storage_dtype(storage_dtype)
     if modalities is None:
         modalities = [name for name, reason in cache_plan(model, processor).items() if reason is None]
     names = list(modalities)
@@ -398,7 +308,7 @@ def cache_fingerprint(
         "version": CACHE_VERSION,
         "storage_dtype": storage_dtype,
     }
-    return hashlib.sha256(_json(payload).encode()).hexdigest()[:32]
+    return short_fingerprint(payload)
 
 
 def _mtime(path: str | None) -> int | None:
@@ -423,7 +333,7 @@ def _cache_split(
 ) -> Dataset:
     if not names:
         return dataset
-    modality_columns = _modality_columns(processor, columns, names)
+    modality_columns = resolve_modality_columns(processor, columns, names)
     missing = [column for column in modality_columns.values() if column not in dataset.column_names]
     if missing:
         raise ValueError(f"columns {missing} not in the dataset (columns: {dataset.column_names})")

@@ -30,17 +30,25 @@ from datasets import Dataset
 
 from ..data.data_collator import FusionDataCollator
 from ..model.bad_samples import BadSampleError
+from ..model.fusions import is_token_level
 from ..model.modality_kinds import get_kind
 from ..model.modeling_fusion import FusionModel
 from ..model.prefix_layers import prefix_exact_reason, prefix_runner
 from ..model.processing_fusion import FusionProcessor
-from .embedding_cache import (
-    _json,
-    _modality_columns,
-    _update_with_tensors,
+from .cache_core import (
+    STORAGE_DTYPES,
+    check_storage_dtype,
+    decode_column,
+    encoder_config_settings,
     has_random_augmentation,
+    is_bad_cached_row,
+    map_present,
     media_files_signature,
     processor_settings,
+    resolve_modality_columns,
+    short_fingerprint,
+    stable_json,
+    update_with_tensors,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,7 +56,7 @@ logger = logging.getLogger(__name__)
 PREFIX_CACHE_VERSION = 1
 PREFIX_ROW_COLUMN = "prefix_cache_row"
 """Column [`PrefixCacheCollator`] reads to find a row's cached hidden states (added by the training policy)."""
-STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
+__all__ = ["STORAGE_DTYPES", "PrefixCache", "PrefixCacheCollator", "PrefixStore", "cache_hidden_states"]
 
 
 def frozen_boundary(model: FusionModel, name: str) -> int | None:
@@ -86,6 +94,8 @@ def prefix_cache_plan(model: FusionModel, processor: FusionProcessor | None = No
             reason = None
             if get_kind(spec.kind).pooled_only:
                 reason = f"kind '{spec.kind}' has no block stack (its encoder gives one vector)"
+            elif is_token_level(model.config.fusion):
+                reason = f"the token-level fusion '{model.config.fusion}' reads live token sequences"
             elif boundary is None:
                 trains = any(p.requires_grad for p in model.encoders[name].parameters())
                 reason = (
@@ -121,13 +131,11 @@ def prefix_fingerprint(
     digest.update(
         f"multimodal_fusion.cache.prefix_cache v{PREFIX_CACHE_VERSION}|{num_frozen}|{storage_dtype}|".encode()
     )
-    config = spec.config.to_dict()
-    for key in ("_name_or_path", "transformers_version", "architectures", "id2label", "label2id"):
-        config.pop(key, None)
-    digest.update(_json({"kind": spec.kind, "encoder_config": config}).encode())
-    digest.update(_json(processor_settings(processor, name)).encode())
+    config = encoder_config_settings(spec.config)
+    digest.update(stable_json({"kind": spec.kind, "encoder_config": config}).encode())
+    digest.update(stable_json(processor_settings(processor, name)).encode())
     state = {k: v for k, v in model.encoders[name].state_dict().items() if k not in live}
-    _update_with_tensors(digest, state)
+    update_with_tensors(digest, state)
     return digest.hexdigest()
 
 
@@ -146,38 +154,27 @@ class _PrefixEncoder:
         self.storage, self.sampling_rate, self.skip_bad = storage, sampling_rate, skip_bad
         self.rows_encoded = 0
 
-    def _decode(self, name, column, values, indices):
-        decoded = []
-        for value, row in zip(values, indices, strict=True):
-            try:
-                decoded.append(
-                    None if value is None else self.processor.decode(name, value, self.sampling_rate)
-                )
-            except BadSampleError as error:
-                error.locate(column=column, row=row)
-                if not self.skip_bad:
-                    raise
-                logger.warning("prefix cache: %s (left empty; the collator skips it)", error)
-                decoded.append(None)
-        return decoded
+    def _compute(self, name: str):
+        def compute(batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
+            fields = {k[len(name) + 1 :]: v.to(self.device) for k, v in batch.items()}
+            hidden, mask = prefix_hidden_states(self.model, name, fields, self.boundaries[name])
+            hidden = hidden.float().cpu().numpy().astype(self.storage)
+            mask = mask.cpu().numpy()
+            return [hidden[i][mask[i]].reshape(-1) for i in range(len(hidden))]
+
+        return compute
 
     def __call__(self, *args: Any) -> dict[str, list[Any]]:
         *values, indices = args
         out = {}
         for (name, column), raw in zip(self.modality_columns.items(), values, strict=True):
-            decoded = self._decode(name, column, raw, indices)
-            present = [i for i, sample in enumerate(decoded) if sample is not None]
-            rows: list[Any] = [None] * len(decoded)
-            if present:
-                batch = self.processor.process_decoded({name: [decoded[i] for i in present]})
-                fields = {k[len(name) + 1 :]: v.to(self.device) for k, v in batch.items()}
-                hidden, mask = prefix_hidden_states(self.model, name, fields, self.boundaries[name])
-                hidden = hidden.float().cpu().numpy().astype(self.storage)
-                mask = mask.cpu().numpy()
-                for position, i in enumerate(present):
-                    rows[i] = hidden[position][mask[position]].reshape(-1)
-                self.rows_encoded += len(present)
-            out[hidden_column(name)] = rows
+            decoded = decode_column(self.processor, name, raw, indices, column=column,
+                                    sampling_rate=self.sampling_rate, skip_bad_samples=self.skip_bad,
+                                    what="prefix cache")  # fmt: skip
+            out[hidden_column(name)], encoded = map_present(
+                decoded, self._compute(name), self.processor, name
+            )
+            self.rows_encoded += encoded
         return out
 
 
@@ -282,10 +279,9 @@ def cache_hidden_states(
     [`prefix_fingerprint`] (file-backed datasets only; in-memory ones are encoded every time). Rows whose sample
     is missing hold ``None``; with ``skip_bad_samples`` a bad sample is logged and left ``None`` too.
     """
-    if storage_dtype not in STORAGE_DTYPES:
-        raise ValueError(f"`storage_dtype` must be one of {sorted(STORAGE_DTYPES)}, got {storage_dtype!r}")
+    check_storage_dtype(storage_dtype)
     names = list(boundaries)
-    modality_columns = _modality_columns(processor, columns, names)
+    modality_columns = resolve_modality_columns(processor, columns, names)
     original_device = model.classifier.weight.device
     device = torch.device(device) if device is not None else original_device
     stores = {}
@@ -295,17 +291,15 @@ def cache_hidden_states(
     try:
         for name in names:
             column = modality_columns[name]
-            fingerprint = hashlib.sha256(
-                _json(
-                    {
-                        "dataset": dataset._fingerprint,
-                        "media": media_files_signature(dataset, [column]),
-                        "prefix": prefix_fingerprint(model, processor, name, boundaries[name], storage_dtype),
-                        "column": column,
-                        "sampling_rate": sampling_rate,
-                    }
-                ).encode()
-            ).hexdigest()[:32]
+            fingerprint = short_fingerprint(
+                {
+                    "dataset": dataset._fingerprint,
+                    "media": media_files_signature(dataset, [column]),
+                    "prefix": prefix_fingerprint(model, processor, name, boundaries[name], storage_dtype),
+                    "column": column,
+                    "sampling_rate": sampling_rate,
+                }
+            )
             feature = datasets.Value(storage_dtype)
             encoder = _PrefixEncoder(model, processor, {name: column}, boundaries, STORAGE_DTYPES[storage_dtype],
                                      sampling_rate, skip_bad_samples, device)  # fmt: skip
@@ -396,6 +390,17 @@ class PrefixCacheCollator:
             raise AttributeError(item)
         return getattr(self.collator, item)
 
+    def _skip_bad_cached(self, name: str, row: Mapping[str, Any], position: int) -> None:
+        """Count (and log once, with its row, column and reason) a row whose cached hidden states of modality
+        ``name`` are empty: decoding its raw value again reproduces the cache pass's error."""
+        column = self.cache.columns[name]
+        try:
+            self.collator.processor.decode(name, row[column], self.collator.sampling_rate)
+        except BadSampleError as error:
+            self.collator._skip(error.locate(column=column, row=self.collator._row_name(row, position)))
+            return
+        self.collator.skip_counter.increment()
+
     def __call__(self, features: Sequence[Mapping[str, Any]]):
         stores = dict(self.cache.stores)
         if not stores or not features or PREFIX_ROW_COLUMN not in features[0]:
@@ -404,18 +409,22 @@ class PrefixCacheCollator:
         hidden = {name: store.lookup(ids) for name, store in stores.items()}
         kept = []
         for position, row in enumerate(features):
-            if any(
-                hidden[n][position] is None and row.get(self.cache.columns[n]) is not None for n in stores
-            ):
-                self.collator.skip_counter.increment()  # the cache pass left it empty: a bad sample, skipped as live
+            bad = [
+                n for n in stores if is_bad_cached_row(hidden[n][position], row.get(self.cache.columns[n]))
+            ]
+            if bad:  # the cache pass left it empty: a bad sample, skipped (and counted) as live
+                self._skip_bad_cached(bad[0], row, position)
                 continue
             kept.append(position)
         if not kept:
             raise ValueError("every sample of this batch was bad (their cached hidden states are empty)")
-        # The wrapped collator decodes and processes only the modalities that run live.
+        # The wrapped collator decodes and processes only the modalities that run live (and the embedding-cache
+        # columns); it may skip more rows (a bad sample of another modality, a bad label): the cached hidden
+        # states keep exactly the rows it kept, so every field of the batch has the same rows.
         live = copy.copy(self.collator)
         live.columns = {n: c for n, c in self.collator.columns.items() if n not in stores}
-        batch = live([features[i] for i in kept])
+        batch, live_kept = live.collate([features[i] for i in kept])
+        kept = [kept[i] for i in live_kept]
         for name, store in stores.items():
             batch.update(hidden_fields(name, [hidden[name][i] for i in kept], store.num_frozen))
         return batch

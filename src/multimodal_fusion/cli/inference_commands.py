@@ -1,5 +1,9 @@
-"""``multimodal-fusion predict`` and ``evaluate``: load a trained folder and a dataset, run [`predict_dataset`],
-write the predictions file or the evaluation report."""
+"""``multimodal-fusion predict`` and ``evaluate``: load a trained folder and a dataset, run [`predict_dataset`]
+(the scoring engine), write the predictions file or the evaluation report.
+
+``--columns`` and ``--label-column`` default to what the training run saved in the folder
+(``training.run_outputs.load_data_settings``), else to the modalities' own names and ``label``; ``predict`` adds
+the true label and a ``correct`` column when the data has the label column."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from ..data.data_loading import load_fusion_dataset
 from ..inference.prediction import PredictionOutput, predict_dataset, scores_from_logits
 from ..model.modeling_fusion import FusionModel
 from ..model.processing_fusion import FusionProcessor
+from ..training.run_outputs import load_data_settings
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +41,15 @@ def load_rows(
     columns: dict[str, str] | None,
     split: str | None,
     label_column: str | None = None,
+    label_optional: bool = False,
+    partial_columns: bool = False,
 ) -> tuple[Any, dict[str, str]]:
     """One split of ``data`` with media paths resolved, and the modality -> column mapping used.
 
     Without ``columns`` every modality whose name is a column is read. With ``label_column`` the labels are
-    mapped to the model's class ids through its ``label2id`` (an unknown label is an error naming it)."""
+    mapped to the model's class ids through its ``label2id`` (an unknown label is an error naming it); a label
+    column the data does not have is an error, or with ``label_optional`` left out. With ``partial_columns`` (a
+    mapping saved by the training run) a mapped column the data lacks leaves that modality missing."""
     probe = load_fusion_dataset(data, {}, label_column=None, length_column=None, split=split).dataset
     if split is None:
         split = next(iter(probe)) if len(probe) == 1 else "test"
@@ -50,13 +59,17 @@ def load_rows(
     if columns is None:
         columns = {name: name for name in processor.modality_names if name in available}
     absent = {name: column for name, column in columns.items() if column not in available}
-    if absent:
+    if absent and partial_columns:
+        columns = {name: column for name, column in columns.items() if name not in absent}
+    elif absent:
         raise SystemExit(f"{data}: columns {absent} (modality: column) not found; the data has {available}")
     if not columns:
         raise SystemExit(
             f"{data}: no column named after a modality {processor.modality_names}; map them with --columns"
         )
     label_names = None
+    if label_optional and label_column not in available:
+        label_column = None
     if label_column is not None:
         if label_column not in available:
             raise SystemExit(f"{data}: no label column '{label_column}'; the data has {available}")
@@ -105,6 +118,8 @@ def predictions_table(output: PredictionOutput, config: Any, num_rows: int, row_
         table.loc[index, f"present_{name}"] = pd.Series(
             output.present[:, i].tolist(), index=index, dtype=object
         )
+    if output.labels is not None:
+        _add_true_labels(table, output, config, index)
     table["error"] = ""
     by_row = {name: position for position, name in enumerate(row_names)}
     for error in output.errors:
@@ -113,6 +128,41 @@ def predictions_table(output: PredictionOutput, config: Any, num_rows: int, row_
             f"{error['modality']} ({error['column']}){where}: {error['reason']}"
         )
     return table
+
+
+def _label_text(value: Any, config: Any) -> Any:
+    """A label as the table shows it: the class name, the ``;``-joined names of a multi-hot row, or the value."""
+    if config.problem_type == "regression":
+        return float(value)
+    if config.problem_type == "multi_label_classification":
+        names = [config.id2label[i] for i in range(config.num_labels)]
+        return ";".join(n for n, v in zip(names, np.asarray(value).tolist(), strict=True) if v > 0.5)
+    return config.id2label[int(value)]
+
+
+def _add_true_labels(table: Any, output: PredictionOutput, config: Any, index: np.ndarray) -> None:
+    """``true_label`` (and, for classification, ``correct``: the predicted ``label`` equals it) of the predicted
+    rows; bad rows keep empty cells."""
+    import pandas as pd
+
+    truth = [_label_text(value, config) for value in output.labels]
+    table["true_label"] = pd.Series([None] * len(table), dtype=object)
+    table.loc[index, "true_label"] = pd.Series(truth, index=index, dtype=object)
+    if config.problem_type != "regression":
+        table["correct"] = pd.Series([None] * len(table), dtype=object)
+        correct = [bool(p == t) for p, t in zip(table.loc[index, "label"], truth, strict=True)]
+        table.loc[index, "correct"] = pd.Series(correct, index=index, dtype=object)
+
+
+def trained_defaults(args: argparse.Namespace, fallback_label: str | None) -> tuple[dict | None, str | None]:
+    """``(columns, label_column)``: the command line's, else what the training run saved in ``args.model_dir``
+    ([`load_data_settings`]), else ``None`` (same names) and ``fallback_label``."""
+    saved = load_data_settings(args.model_dir)
+    columns = json.loads(args.columns) if args.columns else saved.get("columns")
+    label_column = getattr(args, "label_column", None) or saved.get("label_column") or fallback_label
+    if not args.columns and columns:
+        logger.info(f"modality -> column {columns} and label column {label_column!r} from {args.model_dir}")
+    return columns, label_column
 
 
 def write_table(table: Any, path: Path) -> None:
@@ -138,10 +188,12 @@ def predict_command(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--output must end in one of {OUTPUT_FORMATS}, got '{output_path.name}'")
     _check_new(output_path, args.overwrite)
     model, processor = load_trained(args.model_dir, args.device)
-    columns = json.loads(args.columns) if args.columns else None
-    rows, columns = load_rows(args.data, processor, model, columns, args.split)
+    columns, label_column = trained_defaults(args, fallback_label="label")
+    rows, columns = load_rows(args.data, processor, model, columns, args.split, label_column,
+                              label_optional=True, partial_columns=not args.columns)  # fmt: skip
+    label_column = label_column if label_column in rows.column_names else None
     output = predict_dataset(
-        model, processor, rows, columns, batch_size=args.batch_size,
+        model, processor, rows, columns, label_column=label_column, batch_size=args.batch_size,
         skip_bad_samples=args.skip_bad_samples, use_cache=not args.no_cache,
     )  # fmt: skip
     row_names = rows["row_index"] if "row_index" in rows.column_names else list(range(len(rows)))
@@ -159,10 +211,11 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(args.output_dir or Path(args.model_dir) / "evaluation")
     _check_new(out_dir / "metrics.json", args.overwrite)
     model, processor = load_trained(args.model_dir, args.device)
-    columns = json.loads(args.columns) if args.columns else None
-    rows, columns = load_rows(args.data, processor, model, columns, args.split, args.label_column)
+    columns, label_column = trained_defaults(args, fallback_label="label")
+    rows, columns = load_rows(args.data, processor, model, columns, args.split, label_column,
+                              partial_columns=not args.columns)  # fmt: skip
     output = predict_dataset(
-        model, processor, rows, columns, label_column=args.label_column, batch_size=args.batch_size,
+        model, processor, rows, columns, label_column=label_column, batch_size=args.batch_size,
         skip_bad_samples=args.skip_bad_samples, ablations=list(columns), use_cache=not args.no_cache,
     )  # fmt: skip
     report = evaluation_report(output, model.config, out_dir, plots=not args.no_plots)

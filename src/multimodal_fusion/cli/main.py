@@ -123,7 +123,14 @@ def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", help="a saved fusion model folder (or Hub id)")
     parser.add_argument("data", help="csv / jsonl / parquet file, save_to_disk folder or Hub dataset id")
     parser.add_argument("--split", default=None, help="split to use (default: the only one, else 'test')")
-    parser.add_argument("--columns", default=None, help="JSON modality -> column (default: same names)")
+    parser.add_argument(
+        "--columns",
+        default=None,
+        help="JSON modality -> column (default: the trained folder's, else same names)",
+    )
+    parser.add_argument(
+        "--label-column", default=None, help="label column (default: the trained folder's, else 'label')"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
     parser.add_argument(
@@ -153,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="metrics, confusion matrix and modality ablation on labelled data"
     )
     _add_inference_arguments(evaluate)
-    evaluate.add_argument("--label-column", default="label")
     evaluate.add_argument("--output-dir", default=None, help="report folder (default: MODEL_DIR/evaluation)")
     evaluate.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     evaluate.set_defaults(handler=cmd_evaluate)

@@ -82,7 +82,7 @@ def _token_fields(name: str, sequences: Sequence[np.ndarray | None]) -> dict[str
     return {f"{name}_token_embeds": embeds, f"{name}_token_mask": token_mask}
 
 
-def _embeds_fields(name: str, vectors: Sequence[np.ndarray | None]) -> dict[str, torch.Tensor]:
+def embeds_fields(name: str, vectors: Sequence[np.ndarray | None]) -> dict[str, torch.Tensor]:
     """``{name}_embeds`` ``[B, D]`` float32 (zeros where missing), or for cached token sequences (2-D values)
     ``{name}_token_embeds`` / ``{name}_token_mask``; when a row is missing, ``{name}_mask``; nothing when every
     row is missing (the modality is then absent from the batch)."""
@@ -208,6 +208,11 @@ class FusionDataCollator:
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> BatchFeature:
         """Decode and batch ``features`` (a list of dataset rows)."""
+        return self.collate(features)[0]
+
+    def collate(self, features: Sequence[Mapping[str, Any]]) -> tuple[BatchFeature, list[int]]:
+        """Decode and batch ``features``; also return the positions (in ``features``) of the rows the batch holds,
+        in order: every row but the bad samples skipped. Raises ``ValueError`` when every row was bad."""
         if not features:
             raise ValueError("the collator got an empty list of rows")
         embeds = self._embeds_columns(features[0])
@@ -215,7 +220,7 @@ class FusionDataCollator:
         sources += [(None, n) for n in embeds if n not in self.columns]
         decoded: dict[str, list[Any]] = {name: [] for _, name in sources if name not in embeds}
         vectors: dict[str, list[Any]] = {name: [] for name in embeds}
-        labels, rows, bad = [], [], []
+        labels, rows, bad, kept = [], [], [], []
         for position, row in enumerate(features):
             row_name = self._row_name(row, position)
             sample: dict[str, Any] = {}
@@ -254,6 +259,7 @@ class FusionDataCollator:
             for name, value in sample.items():
                 (vectors if name in embeds else decoded)[name].append(value)
             rows.append(row_name)
+            kept.append(position)
             if label_key is not None:
                 labels.append(row[label_key])
         if not rows:
@@ -262,7 +268,7 @@ class FusionDataCollator:
             )
         batch = self.processor.process_decoded(decoded, return_tensors=self.return_tensors)
         for name, values in vectors.items():
-            for key, value in _embeds_fields(name, values).items():
+            for key, value in embeds_fields(name, values).items():
                 batch[key] = value.numpy() if self.return_tensors == "np" else value
         if labels:
             if len(labels) != len(rows):
@@ -275,7 +281,7 @@ class FusionDataCollator:
                 column=self.label_column or "labels",
             )
             batch["labels"] = tensor.numpy() if self.return_tensors == "np" else tensor
-        return batch
+        return batch, kept
 
     def _embeds_columns(self, row: Mapping[str, Any]) -> dict[str, str]:
         """modality -> column of precomputed pooled vectors used for this batch."""

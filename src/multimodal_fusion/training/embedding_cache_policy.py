@@ -16,7 +16,9 @@ from ..model.modeling_fusion import FusionModel
 from ..model.processing_fusion import FusionProcessor
 from .unfreezing import will_unfreeze
 
-logger = logging.getLogger("multimodal_fusion.embedding_cache")  # one logger for the whole cache feature
+logger = logging.getLogger(
+    "multimodal_fusion.cache.embedding_cache"
+)  # one logger for the whole cache feature
 
 
 def embedding_cache_plan(

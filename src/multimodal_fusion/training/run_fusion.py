@@ -34,7 +34,13 @@ from .embedding_cache_policy import apply_embedding_cache
 from .label_mapping import align_labels_to_checkpoint, extend_classification_heads
 from .metrics import build_compute_metrics
 from .prefix_policy import PrefixBoundaryCallback, apply_prefix_cache
-from .run_outputs import check_output_room, last_complete_checkpoint, merge_metrics, refuse_output_dir_reuse
+from .run_outputs import (
+    check_output_room,
+    last_complete_checkpoint,
+    merge_metrics,
+    refuse_output_dir_reuse,
+    save_data_settings,
+)
 from .trainer import FusionTrainer
 
 logger = logging.getLogger(__name__)
@@ -258,6 +264,7 @@ def run(
         logger.warning(f"skipped {collator.num_skipped} unusable samples (see the log above for each)")
         results["skipped_samples"] = collator.num_skipped
     if trainer.is_world_process_zero():
+        save_data_settings(training_args.output_dir, loaded.columns, loaded.label_column)
         merge_metrics(training_args.output_dir, results)
         publish(model, data_args, training_args, results, push_to_hub)
     return RunOutput(trainer, results, splits)

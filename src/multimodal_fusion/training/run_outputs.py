@@ -8,6 +8,8 @@
 - [`merge_metrics`]: ``all_results.json`` is updated key by key.
 - [`last_complete_checkpoint`]: the newest ``checkpoint-N`` whose trainer state and weights read back.
 - [`STAGING_DIR`]: ``FusionTrainer`` writes each checkpoint there, then renames it to ``checkpoint-N``.
+- [`save_data_settings`] / [`load_data_settings`]: the modality -> column mapping and label column the run trained
+  with, next to the weights (``predict`` / ``evaluate`` default to them).
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ logger = logging.getLogger(__name__)
 STAGING_DIR = ".checkpoint-staging"
 """Folder inside ``output_dir`` where a checkpoint is written before it is renamed to ``checkpoint-N``."""
 
-RUN_ARTIFACTS = ("*_results.json", "trainer_state.json", STAGING_DIR, f"{PREFIX_CHECKPOINT_DIR}-*")
+DATA_SETTINGS_NAME = "fusion_data.json"
+"""File in the trained folder holding ``{"columns": modality -> column, "label_column": str | None}``."""
+
+RUN_ARTIFACTS = (
+    "*_results.json", "trainer_state.json", DATA_SETTINGS_NAME, STAGING_DIR, f"{PREFIX_CHECKPOINT_DIR}-*",
+)  # fmt: skip
 """What an earlier run left in ``output_dir`` that ``overwrite_output_dir`` removes (so runs cannot mix)."""
 
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
@@ -126,6 +133,25 @@ def merge_metrics(output_dir: str, metrics: dict[str, Any], name: str = "all_res
     tmp = path.with_name(f".{name}.tmp")
     tmp.write_text(json.dumps(merged, indent=4, sort_keys=True))
     os.replace(tmp, path)
+
+
+def save_data_settings(output_dir: str, columns: dict[str, str], label_column: str | None) -> None:
+    """Write [`DATA_SETTINGS_NAME`] into ``output_dir``: the modality -> column mapping and the label column."""
+    path = Path(output_dir) / DATA_SETTINGS_NAME
+    path.write_text(json.dumps({"columns": dict(columns), "label_column": label_column}, indent=2) + "\n")
+
+
+def load_data_settings(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """What [`save_data_settings`] wrote in ``model_dir`` (``{}`` when the folder has no such file, e.g. a Hub id
+    or a folder saved by ``save_pretrained`` alone). Raises ``ValueError`` naming the file when it is not a JSON
+    object with a ``columns`` mapping."""
+    path = Path(model_dir) / DATA_SETTINGS_NAME if model_dir else None
+    if path is None or not path.is_file():
+        return {}
+    settings = json.loads(path.read_text())
+    if not isinstance(settings, dict) or not isinstance(settings.get("columns"), dict):
+        raise ValueError(f"{path}: expected a JSON object with a 'columns' mapping (modality -> column)")
+    return settings
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
