@@ -50,6 +50,9 @@ PROCESSING_THIRD_PARTY = MODEL_LAYER_THIRD_PARTY | {"numpy", "PIL", "soundfile",
 
 MAX_CLASS_LINES = 300
 MAX_FUNCTION_LINES = 80
+NEAR_LIMIT = 0.95
+"""Nothing may sit within 5% of a limit either: a class of 290 lines or a function of 79 was trimmed to pass, not
+split where its concerns part."""
 
 
 def _modules() -> list[Path]:
@@ -260,8 +263,9 @@ def test_no_class_or_function_too_long():
             else:
                 continue
             length = node.end_lineno - node.lineno + 1
-            if length > limit:
+            if length >= limit * NEAR_LIMIT:
                 too_long.append(
-                    f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {length} lines (max {limit})"
+                    f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {length} lines (max {limit}; a class or "
+                    f"function of {int(limit * NEAR_LIMIT)} lines or more was cut to fit: split it by concern)"
                 )
     assert not too_long, "split these:\n" + "\n".join(too_long)

@@ -346,11 +346,7 @@ def _cache_split(
         sampling_rate=sampling_rate,
         storage_dtype=storage_dtype,
     )
-    features = dataset.features.copy()
-    for name in names:
-        vector = datasets.List(datasets.Value(storage_dtype), length=model.pooled_dims[name])
-        tokens = caches_tokens(model, name)
-        features[embeds_column(name, tokens)] = datasets.List(vector) if tokens else vector
+    features = _cache_features(dataset, model, names, storage_dtype)
     original_device = model.classifier.weight.device
     device = torch.device(device) if device is not None else original_device
     encoder = _Encoder(
@@ -380,14 +376,29 @@ def _cache_split(
             model.to(original_device)
         model.train(was_training)
     record_checksum(cache_file, overwrite=_mtime(cache_file) != written_before)  # rewritten: new checksum
+    _log_cache_result(split, names, encoder, new_fingerprint)
+    return result
+
+
+def _cache_features(
+    dataset: Dataset, model: FusionModel, names: Sequence[str], storage_dtype: str
+) -> datasets.Features:
+    """The dataset's features plus one cached column per modality: ``{name}_embeds`` ``[pooled_dim]`` or
+    ``{name}_token_embeds`` ``[T_i, hidden]`` of ``storage_dtype``."""
+    features = dataset.features.copy()
+    for name in names:
+        vector = datasets.List(datasets.Value(storage_dtype), length=model.pooled_dims[name])
+        tokens = caches_tokens(model, name)
+        features[embeds_column(name, tokens)] = datasets.List(vector) if tokens else vector
+    return features
+
+
+def _log_cache_result(split: str | None, names: Sequence[str], encoder: Any, fingerprint: str) -> None:
     where = f"split '{split}'" if split else "dataset"
     if encoder.rows_encoded:
         logger.info(
             f"embedding cache: {where}: encoded {encoder.rows_encoded} samples of {names} "
-            f"(fingerprint {new_fingerprint}; {len(encoder.skipped)} bad samples left empty)"
+            f"(fingerprint {fingerprint}; {len(encoder.skipped)} bad samples left empty)"
         )
     else:
-        logger.info(
-            f"embedding cache: {where}: {names} loaded from the cache (fingerprint {new_fingerprint})"
-        )
-    return result
+        logger.info(f"embedding cache: {where}: {names} loaded from the cache (fingerprint {fingerprint})")

@@ -264,6 +264,54 @@ def _unknown_rows(dataset: DatasetDict, label_column: str, unknown: set) -> str:
     return "; ".join(found)
 
 
+def _multi_hot_names(
+    dataset: DatasetDict, label_column: str, label_names: Sequence[str] | None, num_labels: int | None
+) -> list[str]:
+    """Class names of multi-hot labels: ``label_names``, else ``"0".."width-1"`` (``num_labels``, else the most
+    common width)."""
+    widths = Counter(len(v) for split in dataset.values() for v in split[label_column] if v is not None)
+    if label_names is not None:
+        size = len(label_names)
+    elif num_labels is not None:
+        size = num_labels
+    elif widths:
+        size = widths.most_common(1)[0][0]
+    else:
+        raise ValueError(f"label column '{label_column}': every multi-hot label is missing")
+    return list(label_names) if label_names is not None else [str(i) for i in range(size)]
+
+
+def _class_names(
+    label_column: str,
+    feature: Value,
+    values: set[Any],
+    label_names: Sequence[str] | None,
+    num_labels: int | None,
+) -> tuple[list[str], set[Any]]:
+    """``(class names in id order, values that are none of them)`` of string or integer labels."""
+    if "string" in feature.dtype:
+        names = list(label_names) if label_names is not None else sorted(values)
+        unknown = values - set(names)
+        if num_labels is not None and not unknown and len(names) != num_labels:
+            raise ValueError(
+                f"label column '{label_column}' holds {len(names)} label names {names[:20]} but num_labels is "
+                f"{num_labels}; pass `label_names` (all {num_labels} names in id order) or fix num_labels"
+            )
+        return names, unknown
+    if feature.dtype.startswith(("int", "uint", "bool")):
+        values = {int(v) for v in values}
+        if label_names is not None:
+            names = list(label_names)
+        elif num_labels is not None:
+            names = [str(i) for i in range(num_labels)]
+        else:
+            names = [str(i) for i in range(max(values, default=0) + 1)]
+        return names, {v for v in values if not 0 <= v < len(names)}
+    raise ValueError(
+        f"label column '{label_column}' has dtype {feature.dtype}; expected strings, ints or floats"
+    )
+
+
 def encode_labels(
     dataset: DatasetDict,
     label_column: str,
@@ -286,17 +334,8 @@ def encode_labels(
         names = list(feature.names)
         return dataset, dict(enumerate(names)), "single_label_classification", len(names)
     if isinstance(feature, (datasets.List, datasets.Sequence, datasets.LargeList)):
-        widths = Counter(len(v) for split in dataset.values() for v in split[label_column] if v is not None)
-        if label_names is not None:
-            size = len(label_names)
-        elif num_labels is not None:
-            size = num_labels
-        elif widths:
-            size = widths.most_common(1)[0][0]
-        else:
-            raise ValueError(f"label column '{label_column}': every multi-hot label is missing")
-        names = list(label_names) if label_names is not None else [str(i) for i in range(size)]
-        return dataset, dict(enumerate(names)), "multi_label_classification", size
+        names = _multi_hot_names(dataset, label_column, label_names, num_labels)
+        return dataset, dict(enumerate(names)), "multi_label_classification", len(names)
     if not isinstance(feature, Value):
         raise ValueError(
             f"label column '{label_column}' has feature {feature}; expected strings, ints, floats or lists"
@@ -312,27 +351,7 @@ def encode_labels(
             dataset[name] = split.cast_column(label_column, Value("int64"))
         feature = Value("int64")
     values = {v for split in dataset.values() for v in split.unique(label_column) if v is not None}
-    if "string" in feature.dtype:
-        names = list(label_names) if label_names is not None else sorted(values)
-        unknown = values - set(names)
-        if num_labels is not None and not unknown and len(names) != num_labels:
-            raise ValueError(
-                f"label column '{label_column}' holds {len(names)} label names {names[:20]} but num_labels is "
-                f"{num_labels}; pass `label_names` (all {num_labels} names in id order) or fix num_labels"
-            )
-    elif feature.dtype.startswith(("int", "uint", "bool")):
-        values = {int(v) for v in values}
-        if label_names is not None:
-            names = list(label_names)
-        elif num_labels is not None:
-            names = [str(i) for i in range(num_labels)]
-        else:
-            names = [str(i) for i in range(max(values, default=0) + 1)]
-        unknown = {v for v in values if not 0 <= v < len(names)}
-    else:
-        raise ValueError(
-            f"label column '{label_column}' has dtype {feature.dtype}; expected strings, ints or floats"
-        )
+    names, unknown = _class_names(label_column, feature, values, label_names, num_labels)
     if unknown:
         raise ValueError(
             f"label column '{label_column}': values {sorted(unknown, key=str)[:10]} are not among the label names "

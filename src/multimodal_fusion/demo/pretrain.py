@@ -200,6 +200,51 @@ def _late_fusion(
     }
 
 
+def _pretrain_modality(
+    modality: str,
+    rows: dict[str, list[dict[str, str]]],
+    labels: dict[str, Any],
+    out_dir: Path,
+    seed: int,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    max_steps: int | None,
+    progress: bool,
+) -> tuple[dict[str, Any], Any]:
+    """Train, evaluate and save the encoder of one modality; returns ``(its results, its test log-probs)``."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    encoder, processor = _build(modality, rows["train"])
+    model = UnimodalClassifier(encoder, NUM_LABELS, pooling=DEFAULT_POOLING[modality])
+    inputs = {split: ModalityInputs(modality, split_rows, processor) for split, split_rows in rows.items()}
+    final_loss = train_classifier(
+        model,
+        inputs["train"],
+        labels["train"],
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_steps=max_steps,
+        seed=seed,
+        progress=progress,
+    )
+    log_probs = {split: predict_log_probs(model, inputs[split]) for split in ("validation", "test")}
+    model.save_pretrained(out_dir / modality, id2label=dict(enumerate(DIGIT_NAMES)))
+    processor.save_pretrained(out_dir / modality)
+    result = {
+        **_unimodal_metrics(log_probs, labels, _flags(rows["test"], modality)),
+        "final_train_loss": None if final_loss is None else round(final_loss, 4),
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "num_parameters": sum(p.numel() for p in encoder.parameters()),
+        "seconds": round(time.perf_counter() - start, 1),
+        "folder": modality,
+    }
+    return result, log_probs["test"]
+
+
 def pretrain_unimodal(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -236,44 +281,21 @@ def pretrain_unimodal(
     out_dir = Path(out_dir)
     rows = {split: read_split(data_dir, split) for split in ("train", "validation", "test")}
     labels = {split: _labels(split_rows) for split, split_rows in rows.items()}
-    id2label = dict(enumerate(DIGIT_NAMES))
 
     results: dict[str, Any] = {}
     test_log_probs = {}
     for modality in modalities:
-        start = time.perf_counter()
-        modality_seed = seed + MODALITIES.index(modality)  # the same model whichever modalities are run
-        torch.manual_seed(modality_seed)
-        encoder, processor = _build(modality, rows["train"])
-        model = UnimodalClassifier(encoder, NUM_LABELS, pooling=DEFAULT_POOLING[modality])
-        inputs = {
-            split: ModalityInputs(modality, split_rows, processor) for split, split_rows in rows.items()
-        }
-        final_loss = train_classifier(
-            model,
-            inputs["train"],
-            labels["train"],
-            epochs=epochs[modality],
-            batch_size=batch_size,
-            learning_rate=learning_rate[modality],
-            max_steps=max_steps,
-            seed=modality_seed,
-            progress=progress,
-        )
-        log_probs = {split: predict_log_probs(model, inputs[split]) for split in ("validation", "test")}
-        test_log_probs[modality] = log_probs["test"]
-        save_dir = out_dir / modality
-        model.save_pretrained(save_dir, id2label=id2label)
-        processor.save_pretrained(save_dir)
-        results[modality] = {
-            **_unimodal_metrics(log_probs, labels, _flags(rows["test"], modality)),
-            "final_train_loss": None if final_loss is None else round(final_loss, 4),
+        settings = {
             "epochs": epochs[modality],
             "learning_rate": learning_rate[modality],
-            "num_parameters": sum(p.numel() for p in encoder.parameters()),
-            "seconds": round(time.perf_counter() - start, 1),
-            "folder": modality,
+            "batch_size": batch_size,
+            "max_steps": max_steps,
+            "progress": progress,
         }
+        seed_of_modality = seed + MODALITIES.index(modality)  # the same model whichever modalities are run
+        results[modality], test_log_probs[modality] = _pretrain_modality(
+            modality, rows, labels, out_dir, seed_of_modality, **settings
+        )
 
     if len(test_log_probs) > 1:
         results["late_fusion"] = _late_fusion(test_log_probs, rows["test"], labels["test"])
