@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,14 @@ OUTPUT_FORMATS = (".csv", ".jsonl", ".parquet")
 def load_trained(model_dir: str, device: str | None = None) -> tuple[FusionModel, FusionProcessor]:
     """The saved model (in eval mode, on ``device``; default cuda when available) and its processor."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = FusionModel.from_pretrained(model_dir).to(device).eval()
+    try:
+        model = FusionModel.from_pretrained(model_dir).to(device).eval()
+    except OSError as error:
+        if os.path.isdir(model_dir):
+            raise
+        raise OSError(
+            f"model '{model_dir}' is no local folder, and as a Hub id it did not load: {error}"
+        ) from error
     return model, FusionProcessor.from_pretrained(model_dir)
 
 
@@ -36,11 +44,14 @@ def load_rows(
     columns: dict[str, str] | None,
     split: str | None,
     label_column: str | None = None,
+    skip_bad_samples: bool = False,
 ) -> tuple[Any, dict[str, str]]:
     """One split of ``data`` with media paths resolved, and the modality -> column mapping used.
 
     Without ``columns`` every modality whose name is a column is read. With ``label_column`` the labels are
-    mapped to the model's class ids through its ``label2id`` (an unknown label is an error naming it)."""
+    mapped to the model's class ids through its ``label2id`` (an unknown label is an error naming it). A media
+    file that does not exist is a ``FileNotFoundError`` naming row, column and path before anything runs,
+    unless ``skip_bad_samples`` (then the row is reported as bad where it is predicted)."""
     probe = load_fusion_dataset(data, {}, label_column=None, length_column=None, split=split).dataset
     if split is None:
         split = next(iter(probe)) if len(probe) == 1 else "test"
@@ -73,8 +84,11 @@ def load_rows(
         label_names=label_names,
         length_column=None,
         split=split,
+        skip_bad_samples=skip_bad_samples,
     )
-    logger.info(f"{data} (split '{split}'): {len(loaded.dataset[split])} rows; modality -> column {columns}")
+    # a single data file is one split that `datasets` names 'train' whatever it holds: name the file only
+    where = f"split '{split}'" if not os.path.isfile(data) else "data file"
+    logger.info(f"{data} ({where}): {len(loaded.dataset[split])} rows; modality -> column {columns}")
     return loaded.dataset[split], columns
 
 
@@ -139,7 +153,9 @@ def predict_command(args: argparse.Namespace) -> dict[str, Any]:
     _check_new(output_path, args.overwrite)
     model, processor = load_trained(args.model_dir, args.device)
     columns = json.loads(args.columns) if args.columns else None
-    rows, columns = load_rows(args.data, processor, model, columns, args.split)
+    rows, columns = load_rows(
+        args.data, processor, model, columns, args.split, skip_bad_samples=args.skip_bad_samples
+    )
     output = predict_dataset(
         model, processor, rows, columns, batch_size=args.batch_size,
         skip_bad_samples=args.skip_bad_samples, use_cache=not args.no_cache,
@@ -160,7 +176,9 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     _check_new(out_dir / "metrics.json", args.overwrite)
     model, processor = load_trained(args.model_dir, args.device)
     columns = json.loads(args.columns) if args.columns else None
-    rows, columns = load_rows(args.data, processor, model, columns, args.split, args.label_column)
+    rows, columns = load_rows(
+        args.data, processor, model, columns, args.split, args.label_column, args.skip_bad_samples
+    )
     output = predict_dataset(
         model, processor, rows, columns, label_column=args.label_column, batch_size=args.batch_size,
         skip_bad_samples=args.skip_bad_samples, ablations=list(columns), use_cache=not args.no_cache,

@@ -29,7 +29,7 @@ from ..hub.upload import push_folder, write_model_card
 from ..model.modeling_fusion import FusionModel
 from ..model.processing_fusion import FusionProcessor
 from .arguments import CONFIG_FILE_TYPES, DataArguments, FusionTrainingArguments, ModelArguments
-from .config_types import check_config_types
+from .config_types import check_config_types, did_you_mean
 from .embedding_cache_policy import apply_embedding_cache
 from .label_mapping import align_labels_to_checkpoint, extend_classification_heads
 from .metrics import build_compute_metrics
@@ -47,23 +47,40 @@ def parse_arguments(
     ``CONFIG`` is a file, or the name of a packaged config (``demo.yaml``, ``hub-base.yaml``; see ``configs``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, FusionTrainingArguments))
+    parser.error = _usage_error  # one line naming the flag, not argparse's page-long usage and exit
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         if not Path(argv[0]).exists() and argv[0] in available_configs():
             argv[0] = str(config_path(argv[0]))  # a packaged config by name: `run.py demo.yaml`
+        if not Path(argv[0]).is_file():
+            raise FileNotFoundError(f"config file '{argv[0]}' not found")
         text = Path(argv[0]).read_text()
-        values = yaml.safe_load(text) if argv[0].endswith((".yaml", ".yml")) else json.loads(text)
+        values = (yaml.safe_load(text) if argv[0].endswith((".yaml", ".yml")) else json.loads(text)) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{argv[0]}: expected a mapping of argument names to values, got {values!r}")
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{argv[0]}: unknown keys {unknown}")
+            raise ValueError(f"{argv[0]}: unknown keys {unknown}{did_you_mean(unknown, known)}")
         check_config_types(values, parser.dataclass_types, argv[0], CONFIG_FILE_TYPES)
         parser.set_defaults(**values)
         for action in parser._actions:  # a value from the file satisfies a required flag
             if action.dest in values:
                 action.required = False
         argv = argv[1:]
+    _, remaining = parser.parse_known_args(args=argv)  # before the dataclasses check their values
+    unknown_flags = [a for a in remaining if a.startswith("-")]
+    if remaining:
+        flags = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+        raise ValueError(
+            f"unknown arguments {remaining}{did_you_mean([a.split('=')[0] for a in unknown_flags], flags)}"
+        )
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     return model_args, data_args, training_args
+
+
+def _usage_error(message: str) -> None:
+    """``ArgumentParser.error`` for the run's flags: a ``ValueError`` carrying argparse's message."""
+    raise ValueError(f"command line: {message}")
 
 
 def _data_source(data_args: DataArguments) -> Any:
@@ -201,6 +218,7 @@ def run(
         False,
     )  # we push the final folder ourselves
     refuse_output_dir_reuse(training_args)
+    data_args.check_files()
     processor = build_processor(model_args, data_args)
     with training_args.main_process_first(desc="loading the dataset"):
         new_head = model_args.num_labels if not model_args.model_name_or_path else None
