@@ -254,6 +254,12 @@ class FusionTrainingArguments(TrainingArguments):
         metadata={"help": "Largest frozen-prefix hidden-state cache (GB, estimated before the cache pass); above it "
                   "the modality trains live. None: no limit."},
     )  # fmt: skip
+    evaluation_report: bool = field(
+        default=True,
+        metadata={"help": "After training, write what `multimodal-fusion evaluate` writes (metrics.json with per-class "
+                  "F1, confusion matrix, modality ablation, plots) for the validation and test splits to "
+                  "`output_dir/evaluation/{split}/` (one more prediction pass per modality for the ablation)."},
+    )  # fmt: skip
     prefix_cache_dtype: str = field(
         default="float32",
         metadata={"help": "Storage of cached hidden states: 'float32' (exact) or 'float16' (half the disk)."},

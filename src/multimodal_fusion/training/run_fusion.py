@@ -31,6 +31,7 @@ from ..model.processing_fusion import FusionProcessor
 from .arguments import CONFIG_FILE_TYPES, DataArguments, FusionTrainingArguments, ModelArguments
 from .config_types import check_config_types, did_you_mean
 from .embedding_cache_policy import apply_embedding_cache
+from .evaluation_reports import REPORT_DIR, skip_mark, skipped_since, split_report
 from .label_mapping import align_labels_to_checkpoint, extend_classification_heads
 from .metrics import build_compute_metrics
 from .prefix_policy import PrefixBoundaryCallback, apply_prefix_cache
@@ -271,10 +272,15 @@ def run(
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
     results.update(train_result.metrics)
-    results.update(evaluate_splits(trainer, splits, data_args))
+    evaluated, passes = evaluate_splits(trainer, splits, data_args)
+    results.update(evaluated)
     if collator.num_skipped:
         logger.warning(f"skipped {collator.num_skipped} unusable samples (see the log above for each)")
         results["skipped_samples"] = collator.num_skipped
+    if training_args.evaluation_report:  # what `multimodal-fusion evaluate` writes, per evaluated split
+        for split, (dataset, evaluation, skipped) in passes.items():
+            report_dir = Path(training_args.output_dir) / REPORT_DIR / split
+            split_report(trainer, dataset, evaluation, loaded.columns, report_dir, skipped)
     if trainer.is_world_process_zero():
         merge_metrics(training_args.output_dir, results)
         publish(model, data_args, training_args, results, push_to_hub)
@@ -283,21 +289,29 @@ def run(
 
 def evaluate_splits(
     trainer: FusionTrainer, splits: datasets.DatasetDict, data_args: DataArguments
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, tuple[Any, Any, list[dict[str, Any]]]]]:
     """Metrics on the validation split (``eval_*``) and the test split (``test_*``) where they exist; each set is
-    logged and saved as ``{eval,test}_results.json``."""
+    logged and saved as ``{eval,test}_results.json``. Returns the metrics and, per split, ``(dataset, prediction
+    pass (predictions, label_ids), samples the collator skipped in it)`` for [`split_report`]."""
     results: dict[str, Any] = {}
+    passes = {}
     if trainer.eval_dataset is not None:
+        mark = skip_mark(trainer.data_collator)
         metrics = trainer.evaluate(metric_key_prefix="eval")
+        skipped = skipped_since(trainer.data_collator, mark)
+        passes[data_args.validation_split] = (trainer.eval_dataset, trainer.last_evaluation, skipped)
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
     if data_args.test_split in splits:
-        metrics = trainer.predict(splits[data_args.test_split], metric_key_prefix="test").metrics
-        trainer.log_metrics("test", metrics)
-        trainer.save_metrics("test", metrics)
-        results.update(metrics)
-    return results
+        mark = skip_mark(trainer.data_collator)
+        prediction = trainer.predict(splits[data_args.test_split], metric_key_prefix="test")
+        skipped = skipped_since(trainer.data_collator, mark)
+        passes[data_args.test_split] = (splits[data_args.test_split], prediction, skipped)
+        trainer.log_metrics("test", prediction.metrics)
+        trainer.save_metrics("test", prediction.metrics)
+        results.update(prediction.metrics)
+    return results, passes
 
 
 def setup_logging(training_args: FusionTrainingArguments) -> None:

@@ -177,6 +177,7 @@ class FusionTrainer(Trainer):
             mean = torch.stack(self._eval_weights).mean(dim=0)
             for name, value in zip(self.model.config.modalities, mean.tolist(), strict=True):
                 output.metrics[f"{metric_key_prefix}_modality_weight_{name}"] = round(value, 6)
+        self.last_evaluation = output  # predictions + label ids of the latest pass (evaluate() drops them)
         return output
 
     # ------------------------------------------------------------------ checkpoints
