@@ -270,7 +270,7 @@ def test_missing_media_files_are_reported_before_any_encoder_runs(tiny_config, t
     assert results["skipped_samples"] == 2
 
 
-def test_predict_and_evaluate_check_media_files_first(tiny_paths, tmp_path, capsys, monkeypatch):
+def test_predict_and_evaluate_check_media_files_first(tiny_paths, tmp_path, capsys, caplog):
     from saved_fusion import raw_files, save_fusion_folder
 
     model_dir = save_fusion_folder(tiny_paths, tmp_path / "model")
@@ -300,3 +300,5 @@ def test_predict_and_evaluate_check_media_files_first(tiny_paths, tmp_path, caps
     with open(tmp_path / "p.csv") as handle:
         table = list(csv.DictReader(handle))
     assert "test_1.png" in table[1]["error"] and not table[0]["error"]
+    loaded = [r.getMessage() for r in caplog.records if "rows; modality -> column" in r.getMessage()]
+    assert loaded and all(f"{files['test']} (data file): 6 rows" in m for m in loaded)  # not "split 'train'"
