@@ -157,7 +157,9 @@ def test_length_column_reads_headers_only(processor, tmp_path, monkeypatch, capl
 
     monkeypatch.setattr(sf, "read", no_decoding)
     with caplog.at_level(logging.WARNING, logger="multimodal_fusion.data.data_loading"):
-        loaded = load_fusion_dataset(tmp_path / "d.csv", {"image": "img", "audio": "wav"}, kinds=processor)
+        loaded = load_fusion_dataset(
+            tmp_path / "d.csv", {"image": "img", "audio": "wav"}, kinds=processor, skip_bad_samples=True
+        )  # a missing file is otherwise an error before the length pass
     assert loaded.dataset["train"]["length"][:] == [r["frames"] / r["rate"] for r in rows[:3]] + [0.0]
     assert "1 rows of column 'wav' have unreadable audio headers" in caplog.text
     assert loaded.label_column is None and loaded.id2label is None  # no label column in this file
@@ -350,3 +352,40 @@ def test_label_typo_warns_without_label_names_and_is_an_error_with_them(tmp_path
     with caplog.at_level(logging.WARNING):
         load_fusion_dataset(tmp_path / "ok", {"text": "caption"})
     assert "label column" not in caplog.text
+
+
+def test_missing_media_files_are_found_from_paths_alone(tmp_path, caplog, monkeypatch):
+    """``check_media_files``: string paths and the ``path`` of undecoded Image structs without bytes are checked
+    with ``os.path`` (structs carrying bytes are not files); an error names split, row, column and path, or with
+    ``skip_bad_samples`` a warning and the count."""
+    from multimodal_fusion.data.data_loading import check_media_files
+
+    media = write_media(tmp_path, 2)
+    present, gone = str(tmp_path / media[0]["img"]), str(tmp_path / "media" / "gone.png")
+    png = (tmp_path / media[0]["img"]).read_bytes()
+    images = datasets.Dataset.from_dict(
+        {"img": [{"bytes": None, "path": present}, {"bytes": png, "path": gone}, {"bytes": None, "path": gone}],
+         "wav": [str(tmp_path / media[0]["wav"]), None, str(tmp_path / "media" / "gone.wav")],
+         "row_index": [7, 8, 9]},
+        features=datasets.Features({"img": datasets.Image(decode=False), "wav": datasets.Value("string"),
+                                    "row_index": datasets.Value("int64")}),
+    )  # fmt: skip
+    splits = datasets.DatasetDict({"test": images})
+    opened = []
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: opened.append(a))
+    with pytest.raises(FileNotFoundError) as info:
+        check_media_files(splits, {"image": "img", "audio": "wav"})
+    assert str(info.value) == (
+        f"2 media file(s) not found: split 'test' row 9, column 'img': {gone}; "
+        f"split 'test' row 9, column 'wav': {tmp_path / 'media' / 'gone.wav'}"
+    )
+    with caplog.at_level(logging.WARNING, logger="multimodal_fusion.data.data_loading"):
+        missing = check_media_files(splits, {"image": "img", "audio": "wav"}, skip_bad_samples=True)
+    assert [(m["row"], m["modality"]) for m in missing] == [(9, "image"), (9, "audio")]
+    assert "2 media files not found" in caplog.text and not opened  # nothing opened or decoded
+    rows = [{"img": media[0]["img"], "wav": "media/gone.wav", "caption": "a", "label": 0}]
+    path = write_csv(tmp_path / "data.csv", rows, ["img", "wav", "caption", "label"])
+    loaded = load_fusion_dataset(str(path), COLUMNS, skip_bad_samples=True, length_column=None)
+    assert loaded.missing_files == 1 and len(loaded.dataset["train"]) == 1  # kept: the collator skips it
+    with pytest.raises(FileNotFoundError, match=r"data file '.*data.csv' row 0, column 'wav': .*gone.wav"):
+        load_fusion_dataset(str(path), COLUMNS, length_column=None)

@@ -231,3 +231,44 @@ def test_results_and_saved_heads_reproduce_accuracy(stage1):
         torch.testing.assert_close(
             predict_log_probs(on_encoder, ModalityInputs(modality, test_rows, processor)), log_probs
         )
+
+
+def test_report_plots_have_no_overlapping_tick_labels(tmp_path, monkeypatch):
+    """With all nine fusions (long names such as ``low_rank_tensor``), no two x tick labels of accuracy.png or
+    modality_weights.png overlap, and none leaves the saved figure."""
+    import matplotlib.figure
+
+    from multimodal_fusion.demo.report import plot_accuracy_bars, plot_modality_weights
+    from multimodal_fusion.model.fusions import FUSION_REGISTRY
+
+    checked = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, path, **kwargs):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            labels = [label for label in ax.get_xticklabels() if label.get_text()]
+            assert len(labels) >= 6
+            boxes = [label.get_window_extent(renderer) for label in labels]
+            anchors = [label.get_transform().transform(label.get_position())[0] for label in labels]
+            for i in range(len(labels) - 1):
+                angle = np.deg2rad(labels[i].get_rotation())
+                if angle == 0:
+                    assert not boxes[i].overlaps(boxes[i + 1]), path
+                else:  # parallel slanted lines of text: their baselines must be a text height apart
+                    height = labels[i].get_fontsize() * fig.dpi / 72
+                    assert (anchors[i + 1] - anchors[i]) * np.sin(angle) >= height, (
+                        path,
+                        labels[i].get_text(),
+                    )
+            assert all(box.x0 >= 0 and box.y0 >= 0 for box in boxes), path  # inside the saved figure
+        checked.append(path)
+        return real_savefig(fig, path, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    fusions = sorted(FUSION_REGISTRY)
+    results = {"unimodal": {"image": 0.7, "audio": 0.7, "text": 0.7}, "fused": {f: 0.95 for f in fusions}}
+    plot_accuracy_bars(results, tmp_path / "accuracy.png")
+    plot_modality_weights({f: {"image": 0.2, "audio": 0.3, "text": 0.5} for f in fusions}, tmp_path / "w.png")
+    assert len(checked) == 2 and all(path.stat().st_size > 1000 for path in checked)

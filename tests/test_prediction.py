@@ -52,7 +52,10 @@ def reference_logits(model, processor, dataset, rows):
 
 def test_bad_rows_are_reported_with_skip_and_raise_without(setup):
     folder, files, bad_file, model, processor = setup
-    dataset = load_fusion_dataset(str(bad_file), MODALITIES, kinds=processor).dataset["train"]
+    with pytest.raises(FileNotFoundError, match=r"row 1, column 'image': .*no_such_file"):  # before decoding
+        load_fusion_dataset(str(bad_file), MODALITIES, kinds=processor)
+    dataset = load_fusion_dataset(str(bad_file), MODALITIES, kinds=processor, skip_bad_samples=True)
+    dataset = dataset.dataset["train"]
     with pytest.raises(BadSampleError, match="no_such_file"):
         predict_dataset(model, processor, dataset, MODALITIES, progress=False)
     output = predict_dataset(model, processor, dataset, MODALITIES, skip_bad_samples=True, batch_size=4)
@@ -92,7 +95,8 @@ def test_predict_and_evaluate_commands_write_their_outputs(setup, tmp_path):
     assert counts["predicted"] == 5 and counts["bad rows"] == 1
     table = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
     assert table[1]["label"] is None and "no_such_file" in table[1]["error"]
-    dataset = load_fusion_dataset(str(bad_file), MODALITIES, kinds=processor).dataset["train"]
+    dataset = load_fusion_dataset(str(bad_file), MODALITIES, kinds=processor, skip_bad_samples=True)
+    dataset = dataset.dataset["train"]
     probabilities = torch.from_numpy(reference_logits(model, processor, dataset, [0, 2])).softmax(-1)
     for row, expected in zip((table[0], table[2]), probabilities, strict=True):
         assert [row[f"score_{n}"] for n in ("red", "green", "blue")] == pytest.approx(

@@ -141,3 +141,44 @@ def test_aux_losses_are_logged(tiny_paths, tmp_path):
     assert logged and all(
         {"aux_loss_image", "aux_loss_audio", "aux_loss_text"} <= set(entry) for entry in logged
     )
+
+
+def test_log_events_print_as_one_readable_line(capsys):
+    """Each log event is one line: the split named once, runtimes left out, per-class F1 folded into a group
+    (not transformers' dict of every metric), for the progress bar and for ``disable_tqdm``'s printer."""
+    from transformers import TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerState
+
+    from multimodal_fusion.training.progress import ReadablePrinterCallback, format_logs, use_readable_logs
+
+    logs = {"eval_loss": 0.41234, "eval_accuracy": 0.93, "eval_macro_f1": 0.92, "eval_f1_red": 0.95,
+            "eval_f1_green": 0.9, "eval_runtime": 1.2, "eval_samples_per_second": 300.0, "epoch": 3.0}  # fmt: skip
+    assert format_logs(logs) == (
+        "epoch 3 | eval: loss 0.4123, accuracy 0.93, macro_f1 0.92 | f1 per class: red 0.95, green 0.9"
+    )
+    assert format_logs({"loss": 1.0986, "learning_rate": 0.002, "epoch": 0.6667, "total_flos": 1e9}) == (
+        "epoch 0.67 | loss 1.099, learning_rate 0.002"
+    )
+
+    class Fake:
+        def __init__(self, first):
+            self.callbacks = [first]
+
+        def pop_callback(self, cls):
+            found = [c for c in self.callbacks if c is cls or isinstance(c, cls)]
+            for c in found:
+                self.callbacks.remove(c)
+            return found[0] if found else None
+
+        def add_callback(self, cls):
+            self.callbacks.append(cls)
+
+    for default in (ProgressCallback, PrinterCallback):
+        fake = Fake(default)
+        use_readable_logs(fake)
+        assert [c.__name__ for c in fake.callbacks] == [f"Readable{default.__name__}"]
+    state = TrainerState()
+    ReadablePrinterCallback().on_log(
+        TrainingArguments("unused", report_to="none"), state, None, logs=dict(logs)
+    )
+    assert capsys.readouterr().out == format_logs(logs) + "\n"

@@ -207,3 +207,43 @@ def test_push_uploads_exactly_the_output_folder(tiny_paths, tmp_path, monkeypatc
     assert any(f.startswith(("image/", "text/", "audio/")) for f in uploaded)  # the per-modality processors
     assert not [f for f in uploaded if f.startswith("checkpoint-")]
     assert (output_dir / "checkpoint-1").exists()
+
+
+def test_train_writes_the_evaluate_report_for_validation_and_test(tiny_paths, tmp_path):
+    """`train` writes what `evaluate` writes, per evaluated split; its numbers are the run's own metrics, and the
+    confusion matrix is recounted from the saved model's logits on the test rows (an independent pass)."""
+    import csv
+
+    import numpy as np
+
+    files = write_tiny_dataset(tmp_path / "data", n_train=12, n_eval=6)
+    output_dir = tmp_path / "out"
+    config = write_config(tmp_path / "config.yaml", tiny_paths, files, output_dir, max_steps=4)
+    metrics = main([str(config)])
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        folder = output_dir / "evaluation" / split
+        report = json.loads((folder / "metrics.json").read_text())
+        for key in ("accuracy", "macro_f1", "f1_red", "f1_green", "f1_blue"):
+            assert report[key] == pytest.approx(metrics[f"{prefix}_{key}"], abs=1e-6), (split, key)
+        assert report["num_samples"] == 6 and report["skipped_samples"] == 0
+        matrix = list(csv.reader((folder / "confusion_matrix.csv").read_text().splitlines()))
+        assert matrix[0] == ["true \\ predicted", "blue", "green", "red"]  # the model's id order
+        counts = np.array([[int(v) for v in row[1:]] for row in matrix[1:]])
+        assert counts.sum() == 6 and np.trace(counts) / 6 == pytest.approx(report["accuracy"])
+        ablation = {
+            row["setting"]: row for row in csv.DictReader((folder / "ablation.csv").read_text().splitlines())
+        }
+        assert set(ablation) == {"all modalities", "without image", "without audio", "without text"}
+        assert float(ablation["all modalities"]["accuracy"]) == pytest.approx(report["accuracy"])
+        for plot in ("confusion_matrix.png", "ablation.png"):
+            assert (folder / plot).stat().st_size > 1000, plot
+    _, _, logits = evaluate_by_hand(output_dir, files["test"])
+    model = FusionModel.from_pretrained(output_dir)
+    names = [model.config.id2label[i] for i in range(3)]
+    truth = [names.index(row["label"]) for row in csv.DictReader(files["test"].read_text().splitlines())]
+    expected = np.zeros((3, 3), dtype=int)
+    np.add.at(expected, (truth, logits.argmax(-1).numpy()), 1)
+    matrix = list(
+        csv.reader((output_dir / "evaluation" / "test" / "confusion_matrix.csv").read_text().splitlines())
+    )
+    assert np.array_equal(np.array([[int(v) for v in row[1:]] for row in matrix[1:]]), expected)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,14 @@ OUTPUT_FORMATS = (".csv", ".jsonl", ".parquet")
 def load_trained(model_dir: str, device: str | None = None) -> tuple[FusionModel, FusionProcessor]:
     """The saved model (in eval mode, on ``device``; default cuda when available) and its processor."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = FusionModel.from_pretrained(model_dir).to(device).eval()
+    try:
+        model = FusionModel.from_pretrained(model_dir).to(device).eval()
+    except OSError as error:
+        if os.path.isdir(model_dir):
+            raise
+        raise OSError(
+            f"model '{model_dir}' is no local folder, and as a Hub id it did not load: {error}"
+        ) from error
     return model, FusionProcessor.from_pretrained(model_dir)
 
 
@@ -43,13 +51,16 @@ def load_rows(
     label_column: str | None = None,
     label_optional: bool = False,
     partial_columns: bool = False,
+    skip_bad_samples: bool = False,
 ) -> tuple[Any, dict[str, str]]:
     """One split of ``data`` with media paths resolved, and the modality -> column mapping used.
 
     Without ``columns`` every modality whose name is a column is read. With ``label_column`` the labels are
     mapped to the model's class ids through its ``label2id`` (an unknown label is an error naming it); a label
     column the data does not have is an error, or with ``label_optional`` left out. With ``partial_columns`` (a
-    mapping saved by the training run) a mapped column the data lacks leaves that modality missing."""
+    mapping saved by the training run) a mapped column the data lacks leaves that modality missing. A media file
+    that does not exist is a ``FileNotFoundError`` naming row, column and path before anything runs, unless
+    ``skip_bad_samples`` (then the row is reported as bad where it is predicted)."""
     probe = load_fusion_dataset(data, {}, label_column=None, length_column=None, split=split).dataset
     if split is None:
         split = next(iter(probe)) if len(probe) == 1 else "test"
@@ -86,8 +97,11 @@ def load_rows(
         label_names=label_names,
         length_column=None,
         split=split,
+        skip_bad_samples=skip_bad_samples,
     )
-    logger.info(f"{data} (split '{split}'): {len(loaded.dataset[split])} rows; modality -> column {columns}")
+    # a single data file is one split that `datasets` names 'train' whatever it holds: name the file only
+    where = f"split '{split}'" if not os.path.isfile(data) else "data file"
+    logger.info(f"{data} ({where}): {len(loaded.dataset[split])} rows; modality -> column {columns}")
     return loaded.dataset[split], columns
 
 
@@ -190,7 +204,8 @@ def predict_command(args: argparse.Namespace) -> dict[str, Any]:
     model, processor = load_trained(args.model_dir, args.device)
     columns, label_column = trained_defaults(args, fallback_label="label")
     rows, columns = load_rows(args.data, processor, model, columns, args.split, label_column,
-                              label_optional=True, partial_columns=not args.columns)  # fmt: skip
+                              label_optional=True, partial_columns=not args.columns,
+                              skip_bad_samples=args.skip_bad_samples)  # fmt: skip
     label_column = label_column if label_column in rows.column_names else None
     output = predict_dataset(
         model, processor, rows, columns, label_column=label_column, batch_size=args.batch_size,
@@ -213,7 +228,7 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     model, processor = load_trained(args.model_dir, args.device)
     columns, label_column = trained_defaults(args, fallback_label="label")
     rows, columns = load_rows(args.data, processor, model, columns, args.split, label_column,
-                              partial_columns=not args.columns)  # fmt: skip
+                              partial_columns=not args.columns, skip_bad_samples=args.skip_bad_samples)  # fmt: skip
     output = predict_dataset(
         model, processor, rows, columns, label_column=label_column, batch_size=args.batch_size,
         skip_bad_samples=args.skip_bad_samples, ablations=list(columns), use_cache=not args.no_cache,

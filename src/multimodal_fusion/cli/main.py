@@ -2,7 +2,9 @@
 
 Each subcommand has ``--help``, shows progress bars and ends with a summary. The package's own events
 (unfreezing, caching, skipped samples, label mapping) are logged at INFO and shown by default; ``--quiet``
-hides them.
+hides them. A mistake (a bad config key, an unknown name, a missing file, a bad value) is reported as one line,
+with "did you mean" where a name is close; ``--debug`` (anywhere on the line) or ``MULTIMODAL_FUSION_DEBUG=1``
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from .errors import OneLineParser, debug_requested, one_line
 
 logger = logging.getLogger("multimodal_fusion.cli")
 
@@ -141,10 +145,11 @@ def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="multimodal-fusion", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quiet", action="store_true", help="hide the package's INFO events")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="train a fusion model from a config (flags override it)")
     train.add_argument("config", help="YAML/JSON file or a ready config name (demo, hub-base)")
@@ -177,14 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code (1 after an error, which is printed as one line on stderr
+    unless ``--debug`` or ``MULTIMODAL_FUSION_DEBUG`` asks for the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]  # allowed anywhere, also after a passthrough command
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     setup_logging(args.quiet)
-    return args.handler(args, rest)
+    try:
+        return args.handler(args, rest)
+    except Exception as error:
+        if debug:
+            raise
+        print(
+            f"multimodal-fusion {args.command}: error: {one_line(error)} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def entry_point() -> None:

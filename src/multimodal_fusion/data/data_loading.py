@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import datasets
+import pyarrow
+import pyarrow.compute
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
 from ..model.bad_samples import BadSampleError
@@ -52,6 +54,8 @@ class LoadedDataset:
         num_labels: classes (single- or multi-label), or 1 for regression.
         problem_type: ``single_label_classification`` | ``multi_label_classification`` | ``regression``.
         length_column: the added length column, or ``None``.
+        missing_files: media files named by the data that do not exist (only with ``skip_bad_samples``; else
+            the first of them is an error).
     """
 
     dataset: DatasetDict
@@ -62,6 +66,7 @@ class LoadedDataset:
     num_labels: int | None = None
     problem_type: str | None = None
     length_column: str | None = None
+    missing_files: int = 0
 
 
 def _kinds(columns: Mapping[str, str], kinds: Mapping[str, str] | FusionProcessor | None) -> dict[str, str]:
@@ -112,6 +117,8 @@ def _has_no_rows(file: str, suffix: str) -> bool:
 
 def _load_file(file: str, media_columns: Sequence[str], load_kwargs: dict[str, Any]) -> Dataset:
     suffix = os.path.splitext(file)[1].lower()
+    if not any(c in file for c in "*?[") and "://" not in file and not os.path.isfile(file):
+        raise FileNotFoundError(f"data file '{file}' not found (working directory: {os.getcwd()})")
     if suffix not in DATA_FILE_BUILDERS:
         raise ValueError(
             f"data file '{file}': unsupported suffix '{suffix}'; expected one of {sorted(DATA_FILE_BUILDERS)}"
@@ -212,6 +219,78 @@ def _undecoded_media(dataset: DatasetDict) -> DatasetDict:
                 split = split.cast_column(column, type(feature)(decode=False))
         dataset[name] = split
     return dataset
+
+
+def _local_paths(split: Dataset, column: str) -> list[Any]:
+    """The column's file paths read from Arrow without decoding (``None`` where a row holds bytes, an array, a
+    URL or nothing): strings, or the ``path`` of ``Image``/``Audio`` structs that carry no bytes."""
+    values = (
+        split.data.column(column) if split._indices is None else split.flatten_indices().data.column(column)
+    )
+    if pyarrow.types.is_struct(values.type):
+        names = [values.type.field(i).name for i in range(values.type.num_fields)]
+        if "path" not in names:
+            return []
+        paths = pyarrow.compute.struct_field(values, "path").to_pylist()
+        if "bytes" in names:
+            has_bytes = pyarrow.compute.is_valid(pyarrow.compute.struct_field(values, "bytes")).to_pylist()
+            paths = [None if inline else path for path, inline in zip(paths, has_bytes, strict=True)]
+    elif pyarrow.types.is_string(values.type) or pyarrow.types.is_large_string(values.type):
+        paths = values.to_pylist()
+    else:
+        return []
+    return [p if isinstance(p, str) and p and "://" not in p else None for p in paths]
+
+
+def check_media_files(
+    dataset: DatasetDict,
+    columns: Mapping[str, str],
+    *,
+    skip_bad_samples: bool = False,
+    where: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Check that every local file named in the media ``columns`` (modality -> column) exists, with ``os.path``
+    only (nothing is opened or decoded), so a missing file is reported before any encoder runs.
+
+    Returns one dict per missing file (``split``, ``row``, ``modality``, ``column``, ``path``). Raises
+    ``FileNotFoundError`` naming the split (or ``where[split]``, e.g. the data file), row, column and path of
+    the first missing files, unless ``skip_bad_samples`` (then they are logged as a count and skipped, counted,
+    where the rows are decoded).
+    """
+    where = where or {}
+    missing = []
+    for split_name, split in dataset.items():
+        rows = split[ROW_INDEX_COLUMN] if ROW_INDEX_COLUMN in split.column_names else range(len(split))
+        for name, column in columns.items():
+            for row, path in zip(rows, _local_paths(split, column), strict=False):
+                if path is not None and not os.path.exists(path):
+                    missing.append({"split": split_name, "row": row, "modality": name, "column": column,
+                                    "path": path})  # fmt: skip
+    places = [where.get(m["split"], f"split '{m['split']}'") for m in missing[:5]]
+    shown = "; ".join(
+        f"{place} row {m['row']}, column '{m['column']}': {m['path']}"
+        for place, m in zip(places, missing, strict=False)
+    )
+    more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+    if missing and not skip_bad_samples:
+        raise FileNotFoundError(f"{len(missing)} media file(s) not found: {shown}{more}")
+    if missing:
+        logger.warning(
+            "%d media files not found; those rows are skipped and counted (skip_bad_samples): %s%s",
+            len(missing), shown, more,
+        )  # fmt: skip
+    return missing
+
+
+def _check_media(
+    source: Any, dataset: DatasetDict, columns: Mapping[str, str], kind_of: Mapping[str, str], skip: bool
+) -> int:
+    """[`check_media_files`] on the image/audio columns; a single data file is named as itself (``datasets``
+    calls its one split 'train' whatever it holds). Returns the number of missing files."""
+    media = {name: column for name, column in columns.items() if kind_of[name] in ("image", "audio")}
+    single_file = isinstance(source, (str, os.PathLike)) and os.path.isfile(source)
+    where = {name: f"data file '{os.fspath(source)}'" for name in dataset} if single_file else None
+    return len(check_media_files(dataset, media, skip_bad_samples=skip, where=where))
 
 
 def _label_rows(split: Dataset, label_column: str) -> list[tuple[Any, Any]]:
@@ -461,8 +540,8 @@ def load_fusion_dataset(
         num_labels: the number of classes the model has, when known (a class id beyond it is then an error,
             not a larger head).
         skip_bad_samples: bad label values (missing, non-finite, fractional class ids, multi-hot values other
-            than 0/1 or of the wrong width) are logged here and skipped, counted, by a collator with
-            ``skip_bad_samples``; by default they are an error naming split, row, column and value.
+            than 0/1 or of the wrong width) and missing media files are logged here and skipped, counted, by
+            a collator with ``skip_bad_samples``; by default they are an error naming split, row, column and value.
         length_column: name of the added length column (``None``: none).
         length_modality: the modality whose length it holds (default: the first audio one, else the first text one).
         split: keep only this split.
@@ -470,7 +549,8 @@ def load_fusion_dataset(
         load_kwargs: passed to ``datasets.load_dataset`` (``name``, ``revision``, ``token``, ``cache_dir``...).
 
     Relative media paths in local data files resolve against the data file's folder, not the working directory.
-    A data file with no rows (a header-only csv) is an error naming the file.
+    A data file with no rows (a header-only csv) is an error naming the file; a missing media file is one
+    naming split, row, column and path, found before anything is decoded ([`check_media_files`]).
     """
     if isinstance(kinds, FusionProcessor):
         names = kinds.modality_names
@@ -489,6 +569,7 @@ def load_fusion_dataset(
         if ROW_INDEX_COLUMN not in part.column_names:
             dataset[name] = part.add_column(ROW_INDEX_COLUMN, list(range(len(part))))
     result = LoadedDataset(dataset=dataset, columns=columns)
+    result.missing_files = _check_media(source, dataset, columns, kind_of, skip_bad_samples)
     if label_column is not None and all(label_column in part.column_names for part in dataset.values()):
         dataset = _add_labels(result, dataset, label_column, label_names, num_labels, skip_bad_samples)
     if length_column is not None:

@@ -19,18 +19,27 @@ def _pyplot():
     return plt
 
 
+def _slanted_labels(ax: Any) -> None:
+    """Tick labels at 30 degrees, right-aligned under their bar, so long names (``low_rank_tensor``) never
+    overlap however many bars there are."""
+    ax.tick_params(axis="x", labelsize=8)
+    for label in ax.get_xticklabels():
+        label.set(rotation=30, ha="right", rotation_mode="anchor")
+
+
 def plot_accuracy_bars(results: dict[str, Any], path: Path) -> None:
+    """Test accuracy per unimodal network (grey) and per fusion (blue); the figure widens with the bar count."""
     plt = _pyplot()
-    names = [f"{m}\n(unimodal)" for m in results["unimodal"]] + [f"{f}\n(fused)" for f in results["fused"]]
+    names = [f"{m} (unimodal)" for m in results["unimodal"]] + [f"{f} (fused)" for f in results["fused"]]
     values = list(results["unimodal"].values()) + list(results["fused"].values())
     colors = ["#9e9e9e"] * len(results["unimodal"]) + ["#1f77b4"] * len(results["fused"])
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.8 * len(names) + 2), 4.5))
     bars = ax.bar(names, values, color=colors)
-    ax.bar_label(bars, fmt="%.3f", fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_ylim(0, 1.08)
     ax.set_ylabel("test accuracy")
     ax.set_title("Three pretrained unimodal networks vs. their fusion")
-    ax.tick_params(axis="x", labelsize=8)
+    _slanted_labels(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -84,16 +93,18 @@ def plot_confusion(matrix: np.ndarray, title: str, path: Path) -> None:
 
 
 def plot_modality_weights(weights: dict[str, dict[str, float]], path: Path) -> None:
+    """Stacked mean modality weight per weighing fusion; the legend sits outside the bars."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
     fusions = list(weights)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(fusions) + 3), 4))
     bottom = np.zeros(len(fusions))
     for modality in MODALITIES:
         values = np.array([weights[f].get(modality, 0.0) for f in fusions])
         ax.bar(fusions, values, bottom=bottom, label=modality)
         bottom += values
     ax.set(ylabel="mean weight on the test split", title="Which modality the fusion relies on", ylim=(0, 1))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    _slanted_labels(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -20,7 +20,28 @@ FEATURE_ENCODER_PREFIXES = ("feature_extractor.",)
 
 @dataclass
 class EncoderLayout:
-    """Parameter names of one encoder (relative to it), grouped by role."""
+    """Parameter names of one encoder (relative to it), grouped by role; built by [`encoder_layout`], read by
+    freezing (``trainable_layers``), gradual unfreezing and layer-wise learning rates.
+
+    Attributes:
+        embeddings: below the first block (patch / token / position embeddings); train only with ``"all"``.
+        blocks: one list of names per block, bottom to top; ``trainable_layers=k`` trains the last ``k``.
+        final: the norm after the last block; trains with any ``k > 0`` ("top k blocks" includes it).
+        pooler: the encoder's pooling head (e.g. BERT's pooler); trains with ``k > 0`` unless ``unused``.
+        feature_encoder: wav2vec2's convolutional front-end; trains only with ``"all"`` and
+            ``train_feature_encoder``.
+        unused: parameters that can never get a gradient with this pooling / layer (never trainable, so DDP
+            needs no unused-parameter search).
+        always_trainable: parameters that train whatever ``trainable_layers`` says (a module encoder's
+            ``trainable_modules``).
+
+    Example (a 2-layer BERT pooled with ``cls``, so its pooler is unused)::
+
+        layout = model.encoder_layout("text")
+        layout.blocks[-1][:1]                 # ['encoder.layer.1.attention.self.query.weight']
+        layout.unused[:1]                     # ['pooler.dense.weight']
+        layout.trainable_names(1) == set(layout.blocks[-1])  # True: the top block (BERT has no final norm)
+    """
 
     embeddings: list[str] = field(default_factory=list)
     blocks: list[list[str]] = field(default_factory=list)
@@ -28,10 +49,7 @@ class EncoderLayout:
     pooler: list[str] = field(default_factory=list)
     feature_encoder: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
-    """Parameters that can never get a gradient with this pooling / layer (not trainable, so DDP needs no
-    unused-parameter search)."""
     always_trainable: list[str] = field(default_factory=list)
-    """Parameters that train whatever ``trainable_layers`` says (a module encoder's ``trainable_modules``)."""
 
     def trainable_names(self, trainable_layers: int | str, train_feature_encoder: bool = False) -> set[str]:
         """Names that train for ``trainable_layers`` (0, top k blocks + final norm + pooler, or ``"all"``), plus

@@ -134,7 +134,9 @@ class ProcessorLoadingMixin:
                 }
             )
             if unknown:
-                raise ValueError(f"modality '{name}': unknown spec keys {sorted(unknown)}")
+                raise ValueError(
+                    f"modality '{name}': unknown spec keys {sorted(unknown)}; spec keys: {list(SPEC_KEYS)}"
+                )
             has_encoder = spec.get("config") is not None or bool(spec.get("path"))
             kind = resolve_kind(name, spec.get("kind"), has_encoder, spec.get("input_dim"))
             if spec.get("module") is not None:  # your own network (module_processing.py)

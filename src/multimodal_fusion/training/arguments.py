@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 
 from ..model.configuration_fusion import FusionConfig
+from ..model.fusions import FUSION_REGISTRY
+from .config_types import did_you_mean
 
 
 def _json_or_value(value: Any) -> Any:
@@ -52,7 +55,9 @@ class ModelArguments:
     )  # fmt: skip
     fusion: str = field(
         default="concat",
-        metadata={"help": "concat | gated | attention | transformer | tensor | low_rank_tensor"},
+        metadata={
+            "help": "A registered fusion: `multimodal_fusion.list_fusions()` (concat, gated, attention, ...)."
+        },
     )
     trainable_layers: dict | str | None = field(
         default=None, metadata={"help": "0, k, 'all', or modality -> value (JSON on the command line)."}
@@ -88,6 +93,21 @@ class ModelArguments:
             )
         if self.encoders is not None and not isinstance(self.encoders, dict):
             raise ValueError(f"`encoders` must map modality names to encoders, got {self.encoders!r}")
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """Fail before any data is read: an unknown fusion, or ``trainable_layers`` naming no modality."""
+        try:
+            FUSION_REGISTRY.get(self.fusion)
+        except KeyError as error:
+            raise ValueError(f"`fusion`: {error.args[0]}") from None
+        if isinstance(self.encoders, dict) and isinstance(self.trainable_layers, dict):
+            unknown = sorted(set(self.trainable_layers) - set(self.encoders))
+            if unknown:
+                raise ValueError(
+                    f"`trainable_layers` names unknown modalities {unknown}; the modalities are "
+                    f"{list(self.encoders)}{did_you_mean(unknown, self.encoders)}"
+                )
 
     def config_kwargs(self) -> dict[str, Any]:
         """The ``FusionConfig`` fields set by these arguments (those of its fields that share a name here)."""
@@ -166,6 +186,15 @@ class DataArguments:
         if not any(sources):
             raise ValueError("give a dataset: `dataset_name`, `train_file` or `dataset_dir`")
 
+    def check_files(self) -> None:
+        """Raise ``FileNotFoundError`` naming the argument for a local data file or folder that does not exist
+        (URLs and glob patterns are left to ``datasets``)."""
+        for key in ("train_file", "validation_file", "test_file", "dataset_dir"):
+            path = getattr(self, key)
+            local = isinstance(path, str) and "://" not in path and not any(c in path for c in "*?[")
+            if local and not os.path.exists(path):
+                raise FileNotFoundError(f"`{key}` '{path}' not found (working directory: {os.getcwd()})")
+
 
 @dataclass
 class FusionTrainingArguments(TrainingArguments):
@@ -224,6 +253,12 @@ class FusionTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Largest frozen-prefix hidden-state cache (GB, estimated before the cache pass); above it "
                   "the modality trains live. None: no limit."},
+    )  # fmt: skip
+    evaluation_report: bool = field(
+        default=True,
+        metadata={"help": "After training, write what `multimodal-fusion evaluate` writes (metrics.json with per-class "
+                  "F1, confusion matrix, modality ablation, plots) for the validation and test splits to "
+                  "`output_dir/evaluation/{split}/` (one more prediction pass per modality for the ablation)."},
     )  # fmt: skip
     prefix_cache_dtype: str = field(
         default="float32",

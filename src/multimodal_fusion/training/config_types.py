@@ -7,11 +7,24 @@ Flags are typed by argparse, but values from a file are set as defaults and pass
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+
+def did_you_mean(names: Iterable[str], choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the first of ``names`` close to one of ``choices`` (``difflib``), with
+    ``"(for 'y')"`` added when several names were given; ``""`` when none is close."""
+    names, choices = [str(n) for n in names], [str(c) for c in choices]
+    hints = []
+    for name in names:
+        close = difflib.get_close_matches(name, choices, n=1)
+        if close:
+            hints.append(f"{close[0]!r}" + (f" (for {name!r})" if len(names) > 1 else ""))
+    return f"; did you mean {', '.join(hints)}?" if hints else ""
 
 
 def _matches(value: Any, hint: Any) -> bool:

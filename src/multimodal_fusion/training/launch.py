@@ -36,8 +36,11 @@ def resolve_config(name_or_path: str) -> Path:
     configs = ready_configs()
     if name_or_path in configs:
         return configs[name_or_path]
+    from .config_types import did_you_mean
+
     raise FileNotFoundError(
         f"'{name_or_path}' is neither a config file nor a ready config; ready configs: {sorted(configs)}"
+        + did_you_mean([name_or_path], configs)
     )
 
 

@@ -29,8 +29,9 @@ from ..hub.upload import push_folder, write_model_card
 from ..model.modeling_fusion import FusionModel
 from ..model.processing_fusion import FusionProcessor
 from .arguments import CONFIG_FILE_TYPES, DataArguments, FusionTrainingArguments, ModelArguments
-from .config_types import check_config_types
+from .config_types import check_config_types, did_you_mean
 from .embedding_cache_policy import apply_embedding_cache
+from .evaluation_reports import REPORT_DIR, skip_mark, skipped_since, split_report
 from .label_mapping import align_labels_to_checkpoint, extend_classification_heads
 from .metrics import build_compute_metrics
 from .prefix_policy import PrefixBoundaryCallback, apply_prefix_cache
@@ -53,23 +54,40 @@ def parse_arguments(
     ``CONFIG`` is a file, or the name of a packaged config (``demo.yaml``, ``hub-base.yaml``; see ``configs``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, FusionTrainingArguments))
+    parser.error = _usage_error  # one line naming the flag, not argparse's page-long usage and exit
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         if not Path(argv[0]).exists() and argv[0] in available_configs():
             argv[0] = str(config_path(argv[0]))  # a packaged config by name: `run.py demo.yaml`
+        if not Path(argv[0]).is_file():
+            raise FileNotFoundError(f"config file '{argv[0]}' not found")
         text = Path(argv[0]).read_text()
-        values = yaml.safe_load(text) if argv[0].endswith((".yaml", ".yml")) else json.loads(text)
+        values = (yaml.safe_load(text) if argv[0].endswith((".yaml", ".yml")) else json.loads(text)) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{argv[0]}: expected a mapping of argument names to values, got {values!r}")
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{argv[0]}: unknown keys {unknown}")
+            raise ValueError(f"{argv[0]}: unknown keys {unknown}{did_you_mean(unknown, known)}")
         check_config_types(values, parser.dataclass_types, argv[0], CONFIG_FILE_TYPES)
         parser.set_defaults(**values)
         for action in parser._actions:  # a value from the file satisfies a required flag
             if action.dest in values:
                 action.required = False
         argv = argv[1:]
+    _, remaining = parser.parse_known_args(args=argv)  # before the dataclasses check their values
+    unknown_flags = [a for a in remaining if a.startswith("-")]
+    if remaining:
+        flags = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+        raise ValueError(
+            f"unknown arguments {remaining}{did_you_mean([a.split('=')[0] for a in unknown_flags], flags)}"
+        )
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     return model_args, data_args, training_args
+
+
+def _usage_error(message: str) -> None:
+    """``ArgumentParser.error`` for the run's flags: a ``ValueError`` carrying argparse's message."""
+    raise ValueError(f"command line: {message}")
 
 
 def _data_source(data_args: DataArguments) -> Any:
@@ -207,6 +225,7 @@ def run(
         False,
     )  # we push the final folder ourselves
     refuse_output_dir_reuse(training_args)
+    data_args.check_files()
     processor = build_processor(model_args, data_args)
     with training_args.main_process_first(desc="loading the dataset"):
         new_head = model_args.num_labels if not model_args.model_name_or_path else None
@@ -259,10 +278,15 @@ def run(
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
     results.update(train_result.metrics)
-    results.update(evaluate_splits(trainer, splits, data_args))
+    evaluated, passes = evaluate_splits(trainer, splits, data_args)
+    results.update(evaluated)
     if collator.num_skipped:
         logger.warning(f"skipped {collator.num_skipped} unusable samples (see the log above for each)")
         results["skipped_samples"] = collator.num_skipped
+    if training_args.evaluation_report:  # what `multimodal-fusion evaluate` writes, per evaluated split
+        for split, (dataset, evaluation, skipped) in passes.items():
+            report_dir = Path(training_args.output_dir) / REPORT_DIR / split
+            split_report(trainer, dataset, evaluation, loaded.columns, report_dir, skipped)
     if trainer.is_world_process_zero():
         save_data_settings(training_args.output_dir, loaded.columns, loaded.label_column)
         merge_metrics(training_args.output_dir, results)
@@ -272,21 +296,29 @@ def run(
 
 def evaluate_splits(
     trainer: FusionTrainer, splits: datasets.DatasetDict, data_args: DataArguments
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, tuple[Any, Any, list[dict[str, Any]]]]]:
     """Metrics on the validation split (``eval_*``) and the test split (``test_*``) where they exist; each set is
-    logged and saved as ``{eval,test}_results.json``."""
+    logged and saved as ``{eval,test}_results.json``. Returns the metrics and, per split, ``(dataset, prediction
+    pass (predictions, label_ids), samples the collator skipped in it)`` for [`split_report`]."""
     results: dict[str, Any] = {}
+    passes = {}
     if trainer.eval_dataset is not None:
+        mark = skip_mark(trainer.data_collator)
         metrics = trainer.evaluate(metric_key_prefix="eval")
+        skipped = skipped_since(trainer.data_collator, mark)
+        passes[data_args.validation_split] = (trainer.eval_dataset, trainer.last_evaluation, skipped)
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
     if data_args.test_split in splits:
-        metrics = trainer.predict(splits[data_args.test_split], metric_key_prefix="test").metrics
-        trainer.log_metrics("test", metrics)
-        trainer.save_metrics("test", metrics)
-        results.update(metrics)
-    return results
+        mark = skip_mark(trainer.data_collator)
+        prediction = trainer.predict(splits[data_args.test_split], metric_key_prefix="test")
+        skipped = skipped_since(trainer.data_collator, mark)
+        passes[data_args.test_split] = (splits[data_args.test_split], prediction, skipped)
+        trainer.log_metrics("test", prediction.metrics)
+        trainer.save_metrics("test", prediction.metrics)
+        results.update(prediction.metrics)
+    return results, passes
 
 
 def setup_logging(training_args: FusionTrainingArguments) -> None:

@@ -35,6 +35,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from ..model.modeling_fusion import FusionModel
 from .l2sp import L2SPPenalty
 from .param_groups import build_param_groups
+from .progress import use_readable_logs
 from .run_outputs import STAGING_DIR, publish_checkpoint
 from .unfreezing import UnfreezeCallback
 
@@ -78,6 +79,7 @@ class FusionTrainer(Trainer):
             if args.ddp_find_unused_parameters is None and isinstance(model, FusionModel):
                 args.ddp_find_unused_parameters = may_skip_parameters(model, expect_missing_modalities)
         super().__init__(model, args, *pos, **kwargs)
+        use_readable_logs(self)  # one short line per log event, not a dict with every per-class metric
         self.unfreezer = None
         if getattr(self.args, "unfreeze_schedule", None):
             self.unfreezer = UnfreezeCallback(
@@ -177,6 +179,7 @@ class FusionTrainer(Trainer):
             mean = torch.stack(self._eval_weights).mean(dim=0)
             for name, value in zip(self.model.config.modalities, mean.tolist(), strict=True):
                 output.metrics[f"{metric_key_prefix}_modality_weight_{name}"] = round(value, 6)
+        self.last_evaluation = output  # predictions + label ids of the latest pass (evaluate() drops them)
         return output
 
     # ------------------------------------------------------------------ checkpoints
