@@ -509,6 +509,33 @@ def _add_labels(
     return dataset
 
 
+def _add_lengths(
+    result: LoadedDataset,
+    dataset: DatasetDict,
+    kind_of: Mapping[str, str],
+    length_column: str,
+    length_modality: str | None,
+    num_proc: int | None,
+) -> DatasetDict:
+    """The length column of ``length_modality`` (default: the first modality with a length, media (audio) before
+    text: it dominates a batch's cost); recorded in ``result.length_column``."""
+    if length_modality is None:
+        with_length = [n for n in kind_of if get_kind(kind_of[n]).has_length]
+        length_modality = min(with_length, key=lambda n: not get_kind(kind_of[n]).media, default=None)
+    if length_modality is None:
+        return dataset
+    if length_modality not in kind_of:
+        raise ValueError(
+            f"`length_modality` '{length_modality}' is not among the mapped modalities {sorted(kind_of)}"
+        )
+    column = result.columns[length_modality]
+    dataset = add_length_column(
+        dataset, column, kind_of[length_modality], output_column=length_column, num_proc=num_proc
+    )
+    result.length_column = length_column
+    return dataset
+
+
 def load_fusion_dataset(
     source: str | os.PathLike | Sequence[str] | Mapping[str, str | Sequence[str]],
     columns: Mapping[str, str],
@@ -573,19 +600,6 @@ def load_fusion_dataset(
     if label_column is not None and all(label_column in part.column_names for part in dataset.values()):
         dataset = _add_labels(result, dataset, label_column, label_names, num_labels, skip_bad_samples)
     if length_column is not None:
-        if length_modality is None:
-            # the first modality with a length, media (audio) before text: it dominates a batch's cost
-            with_length = [n for n in columns if get_kind(kind_of[n]).has_length]
-            length_modality = min(with_length, key=lambda n: not get_kind(kind_of[n]).media, default=None)
-        if length_modality is not None:
-            if length_modality not in kind_of:
-                raise ValueError(
-                    f"`length_modality` '{length_modality}' is not among the mapped modalities {sorted(kind_of)}"
-                )
-            column = columns[length_modality]
-            dataset = add_length_column(
-                dataset, column, kind_of[length_modality], output_column=length_column, num_proc=num_proc
-            )
-            result.length_column = length_column
+        dataset = _add_lengths(result, dataset, kind_of, length_column, length_modality, num_proc)
     result.dataset = dataset
     return result

@@ -268,16 +268,7 @@ def run(
     )
     if prefix is not None:
         trainer.add_callback(PrefixBoundaryCallback(prefix, trainer.unfreezer))
-    results: dict[str, Any] = {}
-    resume = training_args.resume_from_checkpoint
-    if resume == "last":
-        resume = last_complete_checkpoint(training_args.output_dir)
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-    results.update(train_result.metrics)
+    results: dict[str, Any] = dict(fit(trainer, training_args))
     evaluated, passes = evaluate_splits(trainer, splits, data_args)
     results.update(evaluated)
     if collator.num_skipped:
@@ -292,6 +283,20 @@ def run(
         merge_metrics(training_args.output_dir, results)
         publish(model, data_args, training_args, results, push_to_hub)
     return RunOutput(trainer, results, splits)
+
+
+def fit(trainer: FusionTrainer, training_args: FusionTrainingArguments) -> dict[str, Any]:
+    """Train (resuming from ``resume_from_checkpoint``; ``"last"`` = the newest complete checkpoint), save the
+    model, the train metrics and the trainer state; returns the train metrics."""
+    resume = training_args.resume_from_checkpoint
+    if resume == "last":
+        resume = last_complete_checkpoint(training_args.output_dir)
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    return train_result.metrics
 
 
 def evaluate_splits(
