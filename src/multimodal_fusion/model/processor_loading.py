@@ -23,6 +23,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import PROCESSOR_NAME, cached_file, logging
 
+from .adapters_image import timm_processor
 from .configuration_fusion import (
     MODALITY_KINDS,
     SPEC_KEYS,
@@ -33,7 +34,6 @@ from .configuration_fusion import (
 )
 from .encoder_adapters import adapter_class_for
 from .image_decoding import normalize_bit_depth, normalize_input_data_format
-from .input_validation import max_text_positions, min_audio_samples
 from .module_processing import module_processor_spec
 
 logger = logging.get_logger(__name__)
@@ -48,31 +48,22 @@ TIMM_CONFIG_NAME = "config.json"
 _VERY_LARGE_MAX_LENGTH = 10**6
 
 
-def text_max_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig | None) -> int | None:
-    """Longest input the text encoder takes: the tokenizer's ``model_max_length`` when set, else the config's
-    ``max_position_embeddings`` (minus the padding offset of RoBERTa-like models)."""
+def text_max_length(tokenizer: PreTrainedTokenizerBase, positions: int | None) -> int | None:
+    """Longest input the text encoder takes: the tokenizer's ``model_max_length`` when set, else ``positions``
+    (the adapter's ``max_text_positions()``: ``max_position_embeddings`` minus the padding offset of
+    RoBERTa-like models)."""
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < _VERY_LARGE_MAX_LENGTH:
         return limit
-    return max_text_positions(config)
-
-
-def _timm_processor(config: Any) -> Any:
-    """transformers' timm image processor from the checkpoint's ``pretrained_cfg``, or timm's default one for the
-    architecture when the checkpoint has none (a wrapper saved from scratch)."""
-    import timm
-    from transformers import TimmWrapperImageProcessor
-
-    pretrained_cfg = getattr(config, "pretrained_cfg", None)
-    if not pretrained_cfg:
-        pretrained_cfg = timm.models.get_pretrained_cfg(config.architecture).to_dict()
-    return TimmWrapperImageProcessor(pretrained_cfg=dict(pretrained_cfg), architecture=config.architecture)
+    return positions
 
 
 def _load_sub_processor(kind: str, path: str, config: PretrainedConfig | None, **kwargs: Any) -> Any:
+    if (
+        config is not None
+    ):  # the family adapter knows its processor (timm's from the checkpoint's pretrained_cfg)
+        return adapter_class_for(config, kind)(config).load_processor(path, **kwargs)
     if kind == "image":
-        if config is not None and config.model_type == "timm_wrapper":
-            return _timm_processor(config)
         return AutoImageProcessor.from_pretrained(path, **kwargs)
     if kind == "audio":
         return AutoFeatureExtractor.from_pretrained(path, **kwargs)
@@ -260,9 +251,11 @@ class ProcessorLoadingMixin:
             out["input_fields"] = [*adapter.input_fields, *adapter.optional_fields]
             out["call_kwargs"] = adapter.processor_kwargs()
             if kind == "text":
-                out["max_length"] = spec.get("max_length") or text_max_length(processor, tower)
+                out["max_length"] = spec.get("max_length") or text_max_length(
+                    processor, adapter.max_text_positions()
+                )
             elif kind == "audio":
-                out["min_audio_samples"] = spec.get("min_audio_samples") or min_audio_samples(tower)
+                out["min_audio_samples"] = spec.get("min_audio_samples") or adapter.min_audio_samples()
             elif kind == "image" and spec.get("input_data_format") is not None:
                 out["input_data_format"] = spec["input_data_format"]
             if kind == "image" and spec.get("image_bit_depth") is not None:
@@ -369,7 +362,7 @@ class ProcessorLoadingMixin:
             if spec["kind"] == "image" and spec.get("timm"):
                 file = cached_file(path, TIMM_CONFIG_NAME, subfolder=sub, **hub_kwargs)
                 with open(file, encoding="utf-8") as handle:
-                    spec["processor"] = _timm_processor(SimpleNamespace(**json.load(handle)))
+                    spec["processor"] = timm_processor(SimpleNamespace(**json.load(handle)))
             elif spec["kind"] == "text":
                 # a bare config: the sub-folder holds no model config.json, which AutoTokenizer would look up
                 spec["processor"] = AutoTokenizer.from_pretrained(
