@@ -85,7 +85,6 @@ class PooledVisionAdapter(VisionAdapter):
         "convnext",
         "convnextv2",
         "resnet",
-        "regnet",
         "efficientnet",
         "mobilevit",
         "mobilevitv2",
