@@ -269,3 +269,59 @@ def test_no_class_or_function_too_long():
                     f"function of {int(limit * NEAR_LIMIT)} lines or more was cut to fit: split it by concern)"
                 )
     assert not too_long, "split these:\n" + "\n".join(too_long)
+
+
+ADAPTER_FILES = {
+    "adapter_base",
+    "adapters_audio",
+    "adapters_image",
+    "adapters_text",
+    "encoder_adapters",
+    "module_adapter",
+}
+"""The only model-folder files that may know encoder families (``model_type``): the encoder adapters."""
+
+
+def _reads_model_type(node: ast.AST) -> bool:
+    """``x.model_type`` or ``getattr(x, "model_type", ...)``."""
+    if isinstance(node, ast.Attribute) and node.attr == "model_type":
+        return True
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "getattr"
+        and len(node.args) >= 2
+        and isinstance(node.args[1], ast.Constant)
+        and node.args[1].value == "model_type"
+    )
+
+
+def _model_type_comparisons(source: str) -> list[int]:
+    """Lines of comparisons (``==``, ``!=``, ``in``...) with a ``model_type`` read on either side."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and any(
+            _reads_model_type(operand) for operand in (node.left, *node.comparators)
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_model_type_comparison_outside_the_encoder_adapters():
+    """Family knowledge lives in the encoder adapters: no other file compares a config's ``model_type``."""
+    bad = []
+    for path in _modules():
+        if path.parent == SRC / PACKAGE / "model" and path.stem in ADAPTER_FILES:
+            continue
+        bad += [f"{path.relative_to(SRC)}:{line}" for line in _model_type_comparisons(path.read_text())]
+    assert not bad, "ask the encoder adapter instead of comparing `model_type`:\n" + "\n".join(bad)
+
+
+def test_model_type_checker_catches_comparisons():
+    source = (
+        'if config.model_type == "timm_wrapper": pass\n'
+        'ok = getattr(config, "model_type", None) in {"roberta"}\n'
+        "fine = model_type in CONFIG_MAPPING\n"
+        "name = config.model_type\n"
+    )
+    assert _model_type_comparisons(source) == [1, 2]

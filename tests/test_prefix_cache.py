@@ -26,7 +26,7 @@ from multimodal_fusion.cache.prefix_cache import (
     prefix_fingerprint,
     prefix_hidden_states,
 )
-from multimodal_fusion.model.prefix_layers import PREFIX_RUNNER_REGISTRY, prefix_exact_reason
+from multimodal_fusion.model.prefix_layers import prefix_exact_reason
 from multimodal_fusion.training.prefix_policy import PrefixBoundaryCallback, apply_prefix_cache
 from multimodal_fusion.training.unfreezing import UnfreezeCallback
 from tiny_encoders import random_batch, select_rows
@@ -159,10 +159,10 @@ def test_family_without_runner_never_uses_the_prefix_path():
     encoder = T.AutoModel.from_config(config)
     spec = {"config": config, "kind": "text", "trainable_layers": 1}
     model = FusionModel(FusionConfig(modalities={"x": spec}, **SMALL), {"x": encoder})
-    assert type(encoder).__name__ not in PREFIX_RUNNER_REGISTRY
+    assert model.adapters["x"].prefix_blocks(encoder) is None  # the adapter has no prefix runner
     plan = prefix_cache_plan(model)["x"]
     assert plan.boundary is None and "DistilBertModel" in plan.reason and "not exact" in plan.reason
-    assert prefix_exact_reason(encoder, 2) is not None
+    assert prefix_exact_reason(model.adapters["x"], encoder, 2) is not None
     fake = {"x_hidden_states": torch.zeros(2, 3, 32), "x_hidden_mask": torch.ones(2, 3, dtype=torch.bool),
             "x_hidden_layer": torch.full((2,), 2)}  # fmt: skip
     with pytest.raises(ValueError, match="prefix runner"):

@@ -7,7 +7,7 @@ processing and the frozen prefix, with ``Dataset.map``) and keeps the valid toke
 float16); training then runs only blocks ``j + 1..n``, the final norm and the pooling (``prefix_layers.py``), fed by
 [`PrefixCacheCollator`] as ``{name}_hidden_states`` / ``{name}_hidden_mask`` / ``{name}_hidden_layer``.
 
-Exactness: only families with a prefix runner (``prefix_layers.PREFIX_RUNNER_REGISTRY``) whose prefix is not
+Exactness: only families whose encoder adapter has a prefix runner (``adapter.prefix_blocks``) whose prefix is not
 random in training mode are cached; [`prefix_cache_plan`] gives every other modality its one-line reason. The cache
 file is named by [`prefix_fingerprint`]: what the pooled-vector fingerprint covers (``embedding_cache``), restricted
 to the frozen tensors, plus the boundary ``j`` and the storage dtype.
@@ -29,11 +29,12 @@ import torch
 from datasets import Dataset
 
 from ..data.data_collator import FusionDataCollator
+from ..model import prefix_layers
 from ..model.bad_samples import BadSampleError
 from ..model.fusions import is_token_level
 from ..model.modality_kinds import get_kind
 from ..model.modeling_fusion import FusionModel
-from ..model.prefix_layers import prefix_exact_reason, prefix_runner
+from ..model.prefix_layers import prefix_exact_reason
 from ..model.processing_fusion import FusionProcessor
 from .cache_core import (
     STORAGE_DTYPES,
@@ -110,7 +111,7 @@ def prefix_cache_plan(model: FusionModel, processor: FusionProcessor | None = No
             ):
                 reason = "its processor applies random augmentation"
             else:
-                reason = prefix_exact_reason(model.encoders[name], boundary, spec.layer)
+                reason = prefix_exact_reason(model.adapters[name], model.encoders[name], boundary, spec.layer)
             plan[name] = PrefixPlan(boundary if reason is None else None, reason)
         return plan
     finally:
@@ -182,34 +183,9 @@ def prefix_hidden_states(
     model: FusionModel, name: str, fields: dict[str, torch.Tensor], num_frozen: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states entering block ``num_frozen + 1`` of modality ``name`` (``[B, T, D]``) and their token mask
-    (``[B, T]`` bool), computed as the live path computes them: a group-norm wav2vec2 front-end normalises
-    over each clip's valid frames only (the live path's masked GroupNorm); here each distinct length is encoded
-    unpadded, which gives the same values, and padded frames are masked out afterwards."""
-    encoder = model.encoders[name]
-    runner = prefix_runner(encoder)
-    config = model.config.modalities[name].config
-    mask = fields.get("attention_mask")
-    if model.config.modalities[name].kind == "audio" and getattr(config, "feat_extract_norm", "") == "group":
-        values = fields["input_values"]
-        if mask is None or bool(mask.all()):
-            return runner.prefix_hidden_states(encoder, {"input_values": values}, num_frozen)
-        lengths = mask.long().sum(dim=1)
-        parts = {}
-        for length in lengths.unique().tolist():
-            rows = (lengths == length).nonzero().squeeze(1)
-            parts[length] = (
-                rows,
-                runner.prefix_hidden_states(encoder, {"input_values": values[rows, :length]}, num_frozen)[0],
-            )
-        frames = max(part.shape[1] for _, part in parts.values())
-        width = next(iter(parts.values()))[1].shape[2]
-        hidden = values.new_zeros(values.shape[0], frames, width, dtype=next(iter(parts.values()))[1].dtype)
-        token_mask = torch.zeros(values.shape[0], frames, dtype=torch.bool, device=values.device)
-        for rows, part in parts.values():
-            hidden[rows, : part.shape[1]] = part
-            token_mask[rows, : part.shape[1]] = True
-        return hidden, token_mask
-    return runner.prefix_hidden_states(encoder, fields, num_frozen)
+    (``[B, T]`` bool), computed as the live path computes them (the family adapter says how: e.g. a group-norm
+    wav2vec2 front-end is run per clip length, see ``prefix_layers.prefix_hidden_states``)."""
+    return prefix_layers.prefix_hidden_states(model.adapters[name], model.encoders[name], fields, num_frozen)
 
 
 def estimate_cache_bytes(

@@ -287,7 +287,7 @@ def _check_media(
 ) -> int:
     """[`check_media_files`] on the image/audio columns; a single data file is named as itself (``datasets``
     calls its one split 'train' whatever it holds). Returns the number of missing files."""
-    media = {name: column for name, column in columns.items() if kind_of[name] in ("image", "audio")}
+    media = {name: column for name, column in columns.items() if get_kind(kind_of[name]).media}
     single_file = isinstance(source, (str, os.PathLike)) and os.path.isfile(source)
     where = {name: f"data file '{os.fspath(source)}'" for name in dataset} if single_file else None
     return len(check_media_files(dataset, media, skip_bad_samples=skip, where=where))

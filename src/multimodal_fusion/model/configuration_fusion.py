@@ -19,7 +19,6 @@ from .encoder_adapters import infer_kind as adapter_infer_kind
 from .fusions import FUSION_REGISTRY, is_token_level
 from .modality_kind import check_input_dim  # noqa: F401 (re-exported)
 from .modality_kinds import MODALITY_KIND_REGISTRY, get_kind, kind_class_path, kind_names, reads_encoder
-from .module_adapter import ModuleAdapter  # noqa: F401 (registers the "module" adapter for `adapter_for`)
 from .pooling_layers import POOLING_REGISTRY
 
 MODALITY_KINDS = MODALITY_KIND_REGISTRY
@@ -67,7 +66,8 @@ def infer_kind(name: str, config: PretrainedConfig) -> str:
 
 
 def default_pooling(kind: str, config: PretrainedConfig | None) -> str | None:
-    """The encoder family's default pooling (``cls``, ``last``, ``mean`` or its own ``pooler``)."""
+    """The encoder family's default pooling (``cls``, ``last``, ``mean`` or its own ``pooler``); ``None`` when
+    the family's adapter decides it from the built encoder (the generic image adapter's probe)."""
     return adapter_class_for(config, kind).default_pooling
 
 
@@ -200,7 +200,7 @@ class ModalitySpec:
         self.kind = self.kind or infer_kind(name, self.config)
         self.config = encoder_tower_config(self.kind, self.config)
         self.pooling = self.pooling or default_pooling(self.kind, self.config)
-        if self.pooling not in POOLING_REGISTRY:
+        if self.pooling is not None and self.pooling not in POOLING_REGISTRY:
             raise ValueError(
                 f"modality '{name}': `pooling` must be one of {sorted(POOLING_REGISTRY)}, got {self.pooling!r}"
             )
@@ -212,7 +212,7 @@ class ModalitySpec:
             )
         if self.interpolate_pos_encoding not in (None, True, False):
             raise ValueError(f"modality '{name}': `interpolate_pos_encoding` must be true, false or null")
-        if self.layer is not None and self.config.model_type == "timm_wrapper":
+        if self.layer is not None and not adapter_class_for(self.config, self.kind).supports_layer:
             raise ValueError(f"modality '{name}': `layer` is not supported for timm encoders; leave it None")
 
     def _validate_module(self, name: str) -> None:

@@ -4,18 +4,16 @@ this one description.
 
 A *block* is the encoder's repeated unit: the transformer layers of transformers models (ViT, BERT,
 wav2vec2's transformer), and timm's coarse parameter groups (stages for CNNs, blocks for ViTs; timm folds the
-final norm into the last block). wav2vec2's convolutional front-end is not a block.
+final norm into the last block). A convolutional front-end (wav2vec2's) is not a block. What is family-specific
+(timm's groups, the front-end's and the final norm's prefixes, the pooling head) is the encoder adapter's
+(``adapter_base.EncoderAdapter.layout``); this file only groups parameter names.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from torch import nn
-
-FEATURE_ENCODER_PREFIXES = ("feature_extractor.",)
-"""Parameter prefixes of wav2vec2-family convolutional front-ends (trained only with ``train_feature_encoder``)."""
 
 
 @dataclass
@@ -97,26 +95,6 @@ def _block_module_list(encoder: nn.Module, exclude: tuple[str, ...]) -> str | No
     return best
 
 
-def _timm_groups(timm_model: nn.Module, prefix: str) -> tuple[list[str], list[list[str]], list[str]]:
-    from timm.models._manipulate import group_with_matcher
-
-    matcher = timm_model.group_matcher(coarse=True)
-    groups = group_with_matcher(timm_model.named_parameters(), matcher)
-    patterns = matcher["blocks"]
-    patterns = [patterns] if isinstance(patterns, str) else [p for p, ordinal in patterns if ordinal is None]
-    embeddings, blocks, final = [], [], []
-    for ordinal in sorted(groups):
-        names = [prefix + n for n in groups[ordinal]]
-        is_block = any(re.match(p, n) for p in patterns for n in groups[ordinal])
-        if is_block:
-            blocks.append(names)
-        elif blocks:
-            final.extend(names)
-        else:
-            embeddings.extend(names)
-    return embeddings, blocks, final
-
-
 def encoder_layout(
     encoder: nn.Module,
     pooling: str | None,
@@ -124,39 +102,37 @@ def encoder_layout(
     pooler_prefixes: tuple[str, ...] = ("pooler.",),
     block_list: str | None = None,
     unused_prefixes: tuple[str, ...] = (),
+    feature_encoder_prefixes: tuple[str, ...] = (),
+    final_prefixes: tuple[str, ...] = (),
 ) -> EncoderLayout:
     """Describe ``encoder``'s parameters; ``pooling`` and ``layer`` decide which parts are unused.
     ``pooler_prefixes`` name the family's pooling head, ``block_list`` the module list of its blocks (found
     as the largest homogeneous ``ModuleList`` when ``None``), ``unused_prefixes`` parameters that are never on
-    the forward path (frozen)."""
+    the forward path (frozen), ``feature_encoder_prefixes`` a convolutional front-end that is not a block and
+    ``final_prefixes`` a final norm listed before the blocks (both given by the family's encoder adapter).
+
+    Raises:
+        ValueError: ``layer`` out of range for the number of blocks.
+    """
     names = [n for n, _ in encoder.named_parameters()]
     layout = EncoderLayout()
-    timm_model = getattr(encoder, "timm_model", None)
-    if timm_model is not None:
-        layout.embeddings, layout.blocks, layout.final = _timm_groups(timm_model, "timm_model.")
-        head = [n for n in layout.final if n.startswith(("timm_model.head", "timm_model.fc_norm"))]
-        if pooling == "pooler":
-            layout.pooler = head
-        else:
-            layout.unused += head
-        layout.final = [n for n in layout.final if n not in head]
-        return layout
     if not names:
         return layout
-    layout.feature_encoder = [n for n in names if n.startswith(FEATURE_ENCODER_PREFIXES)]
+    front = tuple(feature_encoder_prefixes)
+    layout.feature_encoder = [n for n in names if front and n.startswith(front)]
     layout.pooler = [n for n in names if n.startswith(tuple(pooler_prefixes))]
-    block_list = block_list or _block_module_list(encoder, FEATURE_ENCODER_PREFIXES)
+    block_list = block_list or _block_module_list(encoder, front)
     index_of = {n: i for i, n in enumerate(names)}
     if block_list is not None:
         count = len(encoder.get_submodule(block_list))
         layout.blocks = [[n for n in names if n.startswith(f"{block_list}.{i}.")] for i in range(count)]
     in_blocks = {n for b in layout.blocks for n in b}
     first_block = min((index_of[n] for n in in_blocks), default=len(names))
-    stable_norm = getattr(getattr(encoder, "config", None), "do_stable_layer_norm", False)
+    final = tuple(final_prefixes)
     for n in names:
         if n in in_blocks or n in layout.pooler or n in layout.feature_encoder:
             continue
-        after = index_of[n] > first_block or (stable_norm and n.startswith("encoder.layer_norm."))
+        after = index_of[n] > first_block or bool(final and n.startswith(final))
         (layout.final if after else layout.embeddings).append(n)
     if pooling != "pooler":
         layout.unused += layout.pooler

@@ -7,11 +7,11 @@ vector of padding:
 
 - every float field (``pixel_values``, ``input_values``, ``values``, ``embeds``...) is finite;
 - token ids lie in ``[0, vocab_size)``, ``token_type_ids`` in ``[0, type_vocab_size)``, and a text fits the
-  encoder's learned position table (``max_position_embeddings``, less the padding offset of RoBERTa-like
-  models); encoders without such a table (relative / rotary positions) have no length limit here;
+  encoder's learned position table (the adapter's ``max_text_positions()``: ``max_position_embeddings``, less
+  the padding offset of RoBERTa-like models); encoders without such a table (relative / rotary positions) have no length limit here;
 - attention masks hold 0/1;
 - an audio clip's valid length (its ``attention_mask`` sum, else the padded length) reaches the receptive field
-  of the encoder's convolutional front-end (``conv_kernel``/``conv_stride``), else it would yield no frame.
+  of the encoder's convolutional front-end (the adapter's ``min_audio_samples()``), else it would yield no frame.
 """
 
 from __future__ import annotations
@@ -23,46 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-POSITION_OFFSET_MODEL_TYPES = frozenset(
-    {
-        "roberta",
-        "xlm-roberta",
-        "xlm-roberta-xl",
-        "camembert",
-        "longformer",
-        "data2vec-text",
-        "roberta-prelayernorm",
-        "ibert",
-        "mpnet",
-    }
-)
-"""Text encoders whose position ids start after the padding index, so they hold ``max_position_embeddings -
-pad_token_id - 1`` tokens."""
-
 _POSITION_TABLE_NAMES = ("position_embeddings", "position_embedding", "wpe", "embed_positions")
-
-
-def max_text_positions(config: Any) -> int | None:
-    """Most tokens the config's position table holds (``max_position_embeddings``, less the padding offset of
-    RoBERTa-like models), or ``None`` when the config has no such field."""
-    positions = getattr(config, "max_position_embeddings", None) if config is not None else None
-    if not isinstance(positions, int) or positions <= 0:
-        return None
-    if getattr(config, "model_type", None) in POSITION_OFFSET_MODEL_TYPES:
-        positions -= (getattr(config, "pad_token_id", None) or 1) + 1
-    return positions
-
-
-def min_audio_samples(config: Any) -> int:
-    """Fewest samples a wav2vec2-style convolutional front-end turns into at least one frame (1 if unknown)."""
-    kernels = getattr(config, "conv_kernel", None)
-    strides = getattr(config, "conv_stride", None)
-    if not kernels or not strides or len(kernels) != len(strides):
-        return 1
-    needed = 1
-    for kernel, stride in reversed(list(zip(kernels, strides, strict=True))):
-        needed = (needed - 1) * stride + kernel
-    return int(needed)
 
 
 @dataclass(frozen=True)
@@ -76,9 +37,9 @@ class InputLimits:
     min_audio_samples: int = 1
 
 
-def text_input_limits(encoder: nn.Module, config: Any) -> InputLimits:
-    """A text encoder's limits (vocabulary, token types, learned positions), read from it and its config (call
-    once, then cache)."""
+def text_input_limits(encoder: nn.Module, config: Any, adapter: Any) -> InputLimits:
+    """A text encoder's limits (vocabulary, token types, the learned position table: the family ``adapter``'s
+    ``max_text_positions()``), read from it and its config (call once, then cache)."""
     vocab_size = getattr(config, "vocab_size", None)
     with contextlib.suppress(AttributeError, NotImplementedError):  # the real table, resized or not
         vocab_size = encoder.get_input_embeddings().num_embeddings
@@ -94,7 +55,7 @@ def text_input_limits(encoder: nn.Module, config: Any) -> InputLimits:
     return InputLimits(
         vocab_size=vocab_size if isinstance(vocab_size, int) else None,
         type_vocab_size=type_vocab_size if isinstance(type_vocab_size, int) and type_vocab_size > 0 else None,
-        max_positions=max_text_positions(config) if table is not None else None,
+        max_positions=adapter.max_text_positions() if table is not None else None,
         position_table_size=table.num_embeddings if table is not None else None,
     )
 

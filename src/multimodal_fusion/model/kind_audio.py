@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .input_validation import InputLimits, check_audio_lengths, min_audio_samples
+from .input_validation import InputLimits, check_audio_lengths
 from .modality_kind import (
     ModalityKind,
     check_input_dim,
@@ -56,7 +56,7 @@ class AudioKind(ModalityKind):
     def is_waveform(self, spec: Mapping[str, Any]) -> bool:
         return not spec.get("frames")
 
-    def load_processor(self, path: str, config: Any, **kwargs: Any) -> Any:
+    def load_processor(self, path: str, **kwargs: Any) -> Any:
         from transformers import AutoFeatureExtractor
 
         return AutoFeatureExtractor.from_pretrained(path, **kwargs)
@@ -69,8 +69,8 @@ class AudioKind(ModalityKind):
             raise ValueError(f"modality '{name}': the feature extractor has no `sampling_rate`")
         return {"sampling_rate": rate, "min_audio_samples": int(spec.get("min_audio_samples") or 1)}
 
-    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, config: Any) -> dict[str, Any]:
-        return {"min_audio_samples": spec.get("min_audio_samples") or min_audio_samples(config)}
+    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, adapter: Any) -> dict[str, Any]:
+        return {"min_audio_samples": spec.get("min_audio_samples") or adapter.min_audio_samples()}
 
     def module_processor_settings(
         self, name: str, spec: Mapping[str, Any], **hub_kwargs: Any
@@ -170,8 +170,8 @@ class AudioKind(ModalityKind):
         return 0.0
 
     # ------------------------------------------------------------------ model side
-    def input_limits(self, encoder: nn.Module, config: Any) -> InputLimits:
-        return InputLimits(min_audio_samples=min_audio_samples(config))
+    def input_limits(self, encoder: nn.Module, config: Any, adapter: Any) -> InputLimits:
+        return InputLimits(min_audio_samples=adapter.min_audio_samples())
 
     def check_values(self, name: str, fields: dict[str, torch.Tensor], limits: InputLimits) -> None:
         super().check_values(name, fields, limits)

@@ -29,18 +29,6 @@ PLACEHOLDER_SIDE = 224
 """Side of the blank image run through the processor to learn the placeholder shape of an all-missing batch."""
 
 
-def timm_processor(config: Any) -> Any:
-    """transformers' timm image processor from the checkpoint's ``pretrained_cfg``, or timm's default one for the
-    architecture when the checkpoint has none (a wrapper saved from scratch)."""
-    import timm
-    from transformers import TimmWrapperImageProcessor
-
-    pretrained_cfg = getattr(config, "pretrained_cfg", None)
-    if not pretrained_cfg:
-        pretrained_cfg = timm.models.get_pretrained_cfg(config.architecture).to_dict()
-    return TimmWrapperImageProcessor(pretrained_cfg=dict(pretrained_cfg), architecture=config.architecture)
-
-
 def _for_modality(value: Any, name: str) -> Any:
     """A per-call option given as one value or as modality -> value."""
     return value.get(name) if isinstance(value, Mapping) else value
@@ -60,11 +48,9 @@ class ImageKind(ModalityKind):
     media = True
 
     # ------------------------------------------------------------------ processor
-    def load_processor(self, path: str, config: Any, **kwargs: Any) -> Any:
+    def load_processor(self, path: str, **kwargs: Any) -> Any:
         from transformers import AutoImageProcessor
 
-        if config is not None and config.model_type == "timm_wrapper":
-            return timm_processor(config)
         return AutoImageProcessor.from_pretrained(path, **kwargs)
 
     def load_saved_processor(self, path: str, spec: Mapping[str, Any], subfolder: str, **kwargs: Any) -> Any:
@@ -72,9 +58,11 @@ class ImageKind(ModalityKind):
             from transformers.utils import cached_file
 
             file = cached_file(path, TIMM_CONFIG_NAME, subfolder=subfolder, **kwargs)
+            from .adapters_image import timm_processor  # the timm family's processor (its adapter's)
+
             with open(file, encoding="utf-8") as handle:
                 return timm_processor(SimpleNamespace(**json.load(handle)))
-        return self.load_processor(path, None, subfolder=subfolder, **kwargs)
+        return self.load_processor(path, subfolder=subfolder, **kwargs)
 
     def save_processor(self, processor: Any, spec: Mapping[str, Any], folder: str) -> list[str]:
         """Write the sub-processor's files into ``folder``; returns them (a timm one as its ``config.json``)."""
@@ -109,7 +97,7 @@ class ImageKind(ModalityKind):
             out["image_bit_depth"] = bit_depth
         return out
 
-    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, config: Any) -> dict[str, Any]:
+    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, adapter: Any) -> dict[str, Any]:
         return {
             key: spec[key] for key in ("input_data_format", "image_bit_depth") if spec.get(key) is not None
         }
@@ -119,7 +107,7 @@ class ImageKind(ModalityKind):
     ) -> dict[str, Any]:
         processor, path = spec.get("processor"), spec.get("path")
         if processor is None and path:
-            processor = self.load_processor(str(path), None, **hub_kwargs)
+            processor = self.load_processor(str(path), **hub_kwargs)
         if processor is None:
             default_image_processor = processing_module("module_processing").default_image_processor
 

@@ -16,19 +16,20 @@ import torch
 from torch import nn
 
 from .bad_samples import BadSampleError
-from .input_validation import InputLimits, check_token_ids, max_text_positions, text_input_limits
+from .input_validation import InputLimits, check_token_ids, text_input_limits
 from .modality_kind import ModalityKind, register_modality_kind
 
 _VERY_LARGE_MAX_LENGTH = 10**6
 
 
-def text_max_length(tokenizer: Any, config: Any) -> int | None:
-    """Longest input the text encoder takes: the tokenizer's ``model_max_length`` when set, else the config's
-    ``max_position_embeddings`` (minus the padding offset of RoBERTa-like models)."""
+def text_max_length(tokenizer: Any, positions: int | None) -> int | None:
+    """Longest input the text encoder takes: the tokenizer's ``model_max_length`` when set, else ``positions``
+    (the family adapter's ``max_text_positions()``: ``max_position_embeddings`` minus the padding offset of
+    RoBERTa-like models)."""
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < _VERY_LARGE_MAX_LENGTH:
         return limit
-    return max_text_positions(config)
+    return positions
 
 
 _PAD_WARNED: set[str] = set()
@@ -64,7 +65,7 @@ class TextKind(ModalityKind):
     has_length = True
 
     # ------------------------------------------------------------------ processor
-    def load_processor(self, path: str, config: Any, **kwargs: Any) -> Any:
+    def load_processor(self, path: str, **kwargs: Any) -> Any:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(path, **kwargs)
@@ -80,8 +81,10 @@ class TextKind(ModalityKind):
         ensure_pad_token(name, processor)
         return {"max_length": text_max_length(processor, None) if max_length == "auto" else max_length}
 
-    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, config: Any) -> dict[str, Any]:
-        return {"max_length": spec.get("max_length") or text_max_length(processor, config)}
+    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, adapter: Any) -> dict[str, Any]:
+        return {
+            "max_length": spec.get("max_length") or text_max_length(processor, adapter.max_text_positions())
+        }
 
     def module_processor_settings(
         self, name: str, spec: Mapping[str, Any], **hub_kwargs: Any
@@ -128,8 +131,8 @@ class TextKind(ModalityKind):
         return float(len(value)) if isinstance(value, str) else 0.0
 
     # ------------------------------------------------------------------ model side
-    def input_limits(self, encoder: nn.Module, config: Any) -> InputLimits:
-        return text_input_limits(encoder, config)
+    def input_limits(self, encoder: nn.Module, config: Any, adapter: Any) -> InputLimits:
+        return text_input_limits(encoder, config, adapter)
 
     def check_values(self, name: str, fields: dict[str, torch.Tensor], limits: InputLimits) -> None:
         super().check_values(name, fields, limits)

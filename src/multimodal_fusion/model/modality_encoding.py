@@ -11,7 +11,7 @@ import contextlib
 
 import torch
 
-from .prefix_layers import prefix_runner
+from .prefix_layers import run_from_block
 
 
 class ModalityEncodingMixin:
@@ -22,14 +22,6 @@ class ModalityEncodingMixin:
     def _encoder_dtype(self, name: str) -> torch.dtype | None:
         param = next(self.encoders[name].parameters(), None)
         return param.dtype if param is not None else None
-
-    def _needs_unpadded_audio(self, name: str, fields: dict[str, torch.Tensor]) -> bool:
-        """Whether this padded batch must be encoded length by length (adapters marked ``exact_by_unpadding``)."""
-        mask = fields.get("attention_mask")
-        exact_by_unpadding = getattr(self.adapters[name], "exact_by_unpadding", False)
-        if torch.compiler.is_exporting():  # a graph has one path: padded audio as is (exact when unpadded)
-            return False
-        return exact_by_unpadding and mask is not None and not bool(mask.all())
 
     def _encoder_hidden(self, name: str, fields: dict[str, torch.Tensor]):
         """The family adapter's ``EncoderOutput`` (hidden ``[n, T, H]``, token mask, ``pooler_output``, CNN
@@ -45,8 +37,9 @@ class ModalityEncodingMixin:
         """Pooled output ``[n, pooled_dim]`` of modality ``name``'s encoder for these rows (pooling the
         ``max_tokens``-reduced sequence when the spec sets one)."""
         spec = self.config.modalities[name]
-        if self._needs_unpadded_audio(name, fields):
-            return self._run_unpadded_audio(name, fields["input_values"], fields["attention_mask"])
+        groups = self.adapters[name].exact_batches(fields)
+        if groups is not None:
+            return self._run_exact_batches(name, groups)
         if spec.max_tokens is not None and spec.pooling not in (None, "pooler"):
             return self.poolers[name](*self._encoder_tokens(name, fields))
         output = self._encoder_hidden(name, fields)
@@ -54,18 +47,15 @@ class ModalityEncodingMixin:
             return output.hidden
         return self.poolers[name](output.hidden, output.mask, output.pooler_output)
 
-    def _run_unpadded_audio(
-        self, name: str, values: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Encoders whose padding leaks into valid frames with no cheaper exact fix (Data2VecAudio,
-        Wav2Vec2-Conformer, SEW: see ``encoder_adapters``): encode each distinct length unpadded."""
-        lengths = attention_mask.long().sum(dim=1)
+    def _run_exact_batches(self, name: str, groups: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
+        """Pooled output ``[n, pooled_dim]`` from row groups encoded apart (the adapter's ``exact_batches``: e.g.
+        each clip length unpadded, for encoders whose padding leaks into valid frames)."""
+        batch = sum(len(rows) for rows, _ in groups)
         pooled = None
-        for length in lengths.unique().tolist():
-            rows = (lengths == length).nonzero().squeeze(1)
-            out = self._run_encoder(name, {"input_values": values[rows, :length]})
+        for rows, part in groups:
+            out = self._run_encoder(name, part)
             if pooled is None:
-                pooled = out.new_zeros(values.shape[0], out.shape[1])
+                pooled = out.new_zeros(batch, out.shape[1])
             pooled = pooled.index_copy(0, rows, out)
         return pooled
 
@@ -96,10 +86,10 @@ class ModalityEncodingMixin:
         """Pooled output from cached hidden states: only the blocks above ``hidden_layer`` run (they must be the
         only blocks that can train; the embeddings and the blocks below are frozen)."""
         encoder = self.encoders[name]
-        runner = prefix_runner(encoder)
+        adapter = self.adapters[name]
         layers = fields["hidden_layer"]
         num_frozen = int(layers[0])
-        if runner is None or not bool((layers == num_frozen).all()):
+        if adapter.prefix_blocks(encoder) is None or not bool((layers == num_frozen).all()):
             raise ValueError(
                 f"modality '{name}': cached hidden states need one block boundary per batch and an encoder family "
                 f"with a prefix runner ({type(encoder).__name__})"
@@ -112,8 +102,12 @@ class ModalityEncodingMixin:
                 f"modality '{name}': hidden states cached at block {num_frozen} skip trainable parameters "
                 f"{trainable_below[:3]}; compute the cache again at the current boundary"
             )
-        hidden, pooler_output = runner.run_from_block(
-            encoder, fields["hidden_states"].to(self._encoder_dtype(name)), fields["hidden_mask"], num_frozen
+        hidden, pooler_output = run_from_block(
+            adapter,
+            encoder,
+            fields["hidden_states"].to(self._encoder_dtype(name)),
+            fields["hidden_mask"],
+            num_frozen,
         )
         return self.poolers[name](hidden, fields["hidden_mask"].bool(), pooler_output)
 

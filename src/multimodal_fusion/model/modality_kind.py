@@ -106,13 +106,14 @@ class ModalityKind:
         """
         return {}
 
-    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, config: Any) -> dict[str, Any]:
-        """Settings read from the encoder when the processor is built with ``from_encoders`` (the text length
-        limit, the audio receptive field...), before ``processor_settings`` checks them."""
+    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, adapter: Any) -> dict[str, Any]:
+        """Settings read from the encoder's family ``adapter`` when the processor is built with ``from_encoders``
+        (the text length limit, the audio receptive field...), before ``processor_settings`` checks them."""
         return {}
 
-    def load_processor(self, path: str, config: Any, **kwargs: Any) -> Any:
-        """The sub-processor of an encoder checkpoint (``from_encoders``)."""
+    def load_processor(self, path: str, **kwargs: Any) -> Any:
+        """The kind's usual sub-processor saved at ``path`` (an adapter's ``load_processor`` default; a family
+        with its own, e.g. timm, overrides it there)."""
         raise ValueError(f"kind '{self.name}' has no sub-processor to load from '{path}'")
 
     def load_saved_processor(self, path: str, spec: Mapping[str, Any], subfolder: str, **kwargs: Any) -> Any:
@@ -120,7 +121,7 @@ class ModalityKind:
         modality has none)."""
         if not self.needs_processor(spec):
             return None
-        return self.load_processor(path, None, subfolder=subfolder, **kwargs)
+        return self.load_processor(path, subfolder=subfolder, **kwargs)
 
     def save_processor(self, processor: Any, spec: Mapping[str, Any], folder: str) -> list[str]:
         """Write the sub-processor's files into ``folder`` (``FusionProcessor.save_pretrained``); returns them."""
@@ -132,7 +133,7 @@ class ModalityKind:
         """The processor settings (with ``processor``) of your own network of this kind (``module`` encoders)."""
         processor, path = spec.get("processor"), spec.get("path")
         if processor is None and path:
-            processor = self.load_processor(str(path), None, **hub_kwargs)
+            processor = self.load_processor(str(path), **hub_kwargs)
         if processor is None:
             raise ValueError(
                 f"modality '{name}': a {self.name} module needs its {self.processor_description.split()[-1]} "
@@ -175,8 +176,9 @@ class ModalityKind:
         return 0.0
 
     # ------------------------------------------------------------------ model side
-    def input_limits(self, encoder: nn.Module, config: Any) -> InputLimits:
-        """What the encoder accepts beyond shapes (read once per modality)."""
+    def input_limits(self, encoder: nn.Module, config: Any, adapter: Any) -> InputLimits:
+        """What the encoder accepts beyond shapes, from it, its config and its family ``adapter`` (read once per
+        modality)."""
         return InputLimits()
 
     def check_values(self, name: str, fields: dict[str, torch.Tensor], limits: InputLimits) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from .configuration_fusion import check_trainable_layers
-from .encoder_layout import EncoderLayout, block_module_names, encoder_layout
-from .feature_encoder import FeatureEncoder
-from .module_encoder import ModuleEncoder, module_layout
+from .encoder_layout import EncoderLayout, block_module_names
 
 
 class EncoderFreezingMixin:
@@ -21,24 +19,9 @@ class EncoderFreezingMixin:
 
     def encoder_layout(self, name: str) -> EncoderLayout:
         """Parameter names of modality ``name``'s encoder grouped into embeddings, blocks, final norm..."""
-        if name not in self._layouts:
+        if name not in self._layouts:  # the family adapter knows the layout (a module's, an MLP's, timm's...)
             spec = self.config.modalities[name]
-            encoder = self.encoders[name]
-            if isinstance(encoder, FeatureEncoder):
-                names = [n for n, _ in encoder.named_parameters()]
-                self._layouts[name] = EncoderLayout(blocks=[names])
-            elif isinstance(encoder, ModuleEncoder):
-                self._layouts[name] = module_layout(name, encoder, spec)
-            else:
-                adapter = self.adapters[name]
-                self._layouts[name] = encoder_layout(
-                    encoder,
-                    spec.pooling,
-                    spec.layer,
-                    pooler_prefixes=adapter.pooler_prefixes,
-                    block_list=adapter.block_list(encoder),
-                    unused_prefixes=adapter.unused_weights(encoder),
-                )
+            self._layouts[name] = self.adapters[name].layout(name, self.encoders[name], spec)
         return self._layouts[name]
 
     def encoder_blocks(self, name: str) -> list[nn.Module]:

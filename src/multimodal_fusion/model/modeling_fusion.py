@@ -177,8 +177,6 @@ def load_encoder(
         raise OSError(f"modality '{name}': cannot load the encoder config from '{path}': {error}") from error
     except ValueError as error:
         raise ValueError(f"modality '{name}': '{path}' is not a usable encoder: {error}") from error
-    if config.model_type == "timm_wrapper" and isinstance(getattr(config, "model_args", None), dict):
-        config.model_args.pop("num_classes", None)  # timm's save_for_hf writes it; the wrapper passes its own
     kind = kind or infer_kind(name, config)
     tower = encoder_tower_config(kind, config)
     adapter = adapter_class_for(tower, kind)(tower)
@@ -265,6 +263,7 @@ class FusionModel(
                 spec.config._attn_implementation_internal = encoder.config._attn_implementation
                 encoder.config = spec.config
             adapter.attach(encoder)
+            adapter.settle_spec(name, encoder, spec)  # e.g. the probed default pooling of a generic family
             self.encoders[name] = encoder
             try:
                 pooled_dim = adapter.output_dim(encoder)
@@ -386,7 +385,9 @@ class FusionModel(
         """Modality ``name``'s value limits (vocabulary, positions, receptive field), read once from its encoder."""
         if name not in self._input_limits:
             spec = self.config.modalities[name]
-            self._input_limits[name] = get_kind(spec.kind).input_limits(self.encoders[name], spec.config)
+            self._input_limits[name] = get_kind(spec.kind).input_limits(
+                self.encoders[name], spec.config, self.adapters[name]
+            )
         return self._input_limits[name]
 
     def _prepare(self, inputs: dict[str, Any], labels: torch.Tensor | None):

@@ -1,6 +1,7 @@
 """The encoder adapter of a ``module`` modality (your own PyTorch network, ``module_encoder.py``): its batch
 fields per kind, shape checks, forward and output width, so the model treats it like any encoder family
-(``encoder_adapters``). Chosen by ``adapter_for`` whenever the spec has ``module``.
+(``encoder_adapters``). Chosen by ``adapter_for`` whenever the spec has ``module`` (first entry of
+``encoder_adapters.ADAPTER_ORDER``).
 
 This file is copied next to the weights by ``save_pretrained`` (``trust_remote_code`` loading), so it imports
 only torch, transformers and sibling modules of this folder.
@@ -14,7 +15,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from .encoder_adapters import EncoderAdapter, EncoderOutput, register_adapter
+from .adapter_base import EncoderAdapter, EncoderOutput, register_adapter
+from .encoder_layout import EncoderLayout
 from .modality_kinds import get_kind
 
 
@@ -34,8 +36,9 @@ class ModuleAdapter(EncoderAdapter):
         self.input_fields, self.optional_fields = get_kind(self.kind).module_fields
 
     @classmethod
-    def matches(cls, config: PretrainedConfig) -> bool:
-        return False
+    def matches(cls, config: PretrainedConfig | None, kind: str | None = None, spec: Any = None) -> bool:
+        """Whenever the modality spec has ``module`` (whatever the kind)."""
+        return spec is not None and spec.get("module") is not None
 
     def build(self) -> nn.Module:
         raise RuntimeError(
@@ -47,6 +50,12 @@ class ModuleAdapter(EncoderAdapter):
 
     def block_list(self, encoder: nn.Module) -> str | None:
         return self.spec["blocks"]
+
+    def layout(self, name: str, encoder: nn.Module, spec: Any) -> EncoderLayout:
+        """``blocks`` / ``trainable_modules`` of the spec over the wrapped network (``module_encoder``)."""
+        from .module_encoder import module_layout  # module_encoder imports this file's MODULE_KIND_FIELDS
+
+        return module_layout(name, encoder, spec)
 
     def check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
         """Shapes: ``pixel_values`` ``[B, 3, H, W]``, ``input_features`` ``[B, T, input_dim]``, ``input_ids``

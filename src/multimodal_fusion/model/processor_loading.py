@@ -154,16 +154,16 @@ class ProcessorLoadingMixin:
             kind = kind or infer_kind(name, config)
             modality_kind = get_kind(kind)
             tower = encoder_tower_config(kind, config)
+            adapter = adapter_class_for(tower, kind)(tower)
             processor = spec.get("processor")
-            if processor is None:
+            if processor is None:  # the family's own (timm's from the checkpoint's pretrained_cfg)
                 if not path:
                     raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
-                processor = modality_kind.load_processor(str(path), tower, **hub_kwargs)
+                processor = adapter.load_processor(str(path), **hub_kwargs)
             out = {"kind": kind, "processor": processor, "path": str(path) if path else None}
-            adapter = adapter_class_for(tower, kind)(tower)
             out["input_fields"] = [*adapter.input_fields, *adapter.optional_fields]
             out["call_kwargs"] = adapter.processor_kwargs()
-            out.update(modality_kind.encoder_settings(spec, processor, tower))
+            out.update(modality_kind.encoder_settings(spec, processor, adapter))
             modalities[name] = out
         return cls(modalities, max_audio_seconds=max_audio_seconds)
 

@@ -49,23 +49,22 @@ class TokenSequenceMixin:
         if get_kind(spec.kind).pooled_only:
             vector = self._run_encoder(name, fields)
             return vector.unsqueeze(1), torch.ones(vector.shape[0], 1, dtype=torch.bool, device=vector.device)
-        if self._needs_unpadded_audio(name, fields):
-            return self._unpadded_audio_tokens(name, fields["input_values"], fields["attention_mask"])
+        groups = self.adapters[name].exact_batches(fields)
+        if groups is not None:
+            return self._exact_batch_tokens(name, groups)
         output = self._encoder_hidden(name, fields)
         return reduce_tokens(spec.kind, output.hidden, output.mask, spec.max_tokens, output.grid)
 
-    def _unpadded_audio_tokens(self, name: str, values: torch.Tensor, attention_mask: torch.Tensor):
-        """Group-norm wav2vec2: encode each distinct length unpadded (as the pooled path does), then pad."""
-        lengths = attention_mask.long().sum(dim=1)
-        parts = {}
-        for length in lengths.unique().tolist():
-            rows = (lengths == length).nonzero().squeeze(1)
-            parts[length] = (rows, *self._encoder_tokens(name, {"input_values": values[rows, :length]}))
-        width = max(tokens.shape[1] for _, tokens, _ in parts.values())
-        first = next(iter(parts.values()))[1]
-        tokens = first.new_zeros(values.shape[0], width, first.shape[-1])
-        mask = torch.zeros(values.shape[0], width, dtype=torch.bool, device=values.device)
-        for rows, part, part_mask in parts.values():
+    def _exact_batch_tokens(self, name: str, groups: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
+        """Row groups the adapter encodes apart (``exact_batches``: each clip length unpadded, as the pooled path
+        does), then padded back together: ``([n, T, hidden], mask [n, T])``."""
+        parts = [(rows, *self._encoder_tokens(name, part)) for rows, part in groups]
+        batch = sum(len(rows) for rows, _, _ in parts)
+        width = max(tokens.shape[1] for _, tokens, _ in parts)
+        first = parts[0][1]
+        tokens = first.new_zeros(batch, width, first.shape[-1])
+        mask = torch.zeros(batch, width, dtype=torch.bool, device=first.device)
+        for rows, part, part_mask in parts:
             tokens[rows, : part.shape[1]] = part
             mask[rows, : part.shape[1]] = part_mask
         return tokens, mask

@@ -185,7 +185,7 @@ class PrefixBoundaryCallback(TrainerCallback):
                 was = model.training
                 model.train()
                 reason = prefix_exact_reason(
-                    model.encoders[name], boundary, model.config.modalities[name].layer
+                    model.adapters[name], model.encoders[name], boundary, model.config.modalities[name].layer
                 )
                 model.train(was)
             if reason is None:
