@@ -26,6 +26,7 @@ from multimodal_fusion.cache.prefix_cache import (
     prefix_fingerprint,
     prefix_hidden_states,
 )
+from multimodal_fusion.model.modality_encoding import ModalityEncoding
 from multimodal_fusion.model.prefix_layers import prefix_exact_reason
 from multimodal_fusion.training.prefix_policy import PrefixBoundaryCallback, apply_prefix_cache
 from multimodal_fusion.training.unfreezing import UnfreezeCallback
@@ -328,11 +329,11 @@ def test_run_py_trains_from_the_prefix_cache_like_live_and_reuses_it(hub_ids, tm
         lambda self, *a: encoded.append(len(a[-1])) or original(self, *a),
     )
     from_hidden = []
-    original_run = FusionModel._run_from_hidden_states
+    original_run = ModalityEncoding.from_hidden_states
     monkeypatch.setattr(
-        FusionModel,
-        "_run_from_hidden_states",
-        lambda self, name, f: from_hidden.append(name) or original_run(self, name, f),
+        ModalityEncoding,
+        "from_hidden_states",
+        lambda self, f: from_hidden.append(self.name) or original_run(self, f),
     )
     files = write_tiny_dataset(tmp_path / "data", n_train=8, n_eval=4)
     encoders = {"image": hub_ids["vit"], "audio": hub_ids["wav2vec2_group"], "text": hub_ids["bert"]}

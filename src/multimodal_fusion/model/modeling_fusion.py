@@ -30,12 +30,12 @@ from .fusions import FUSION_REGISTRY, is_token_level
 from .input_validation import InputLimits
 from .label_validation import IGNORE_INDEX, check_labels
 from .load_report import expected_missing_keys
-from .modality_encoding import ModalityEncodingMixin
+from .modality_encoding import ModalityEncoding
 from .modality_kinds import get_kind, kind_class_path, reads_encoder
 from .model_freezing import EncoderFreezingMixin
 from .module_encoder import build_module_encoder, finish_module_encoders
 from .pooling_layers import POOLING_REGISTRY
-from .token_sequences import TokenSequenceMixin
+from .token_sequences import scatter_rows
 
 logger = logging.get_logger(__name__)
 
@@ -187,6 +187,25 @@ def load_encoder(
     return model, kind
 
 
+def _build_encoder(
+    name: str, spec: ModalitySpec, adapter: EncoderAdapter, given: nn.Module | None
+) -> nn.Module:
+    """Modality ``name``'s encoder: your own network (built, or passed back), the one ``from_encoders`` loaded
+    (given its spec's config object), or built from the config; adjusted by its family adapter, which also fills
+    what the spec leaves to the built encoder (e.g. the probed default pooling of a generic family)."""
+    encoder = given
+    if spec.module is not None:  # your own network: built, passed back (or built by from_encoders)
+        encoder = build_module_encoder(name, spec, encoder)
+    elif encoder is None:
+        encoder = adapter.build()
+    elif spec.config is not None:
+        spec.config._attn_implementation_internal = encoder.config._attn_implementation
+        encoder.config = spec.config
+    adapter.attach(encoder)
+    adapter.settle_spec(name, encoder, spec)
+    return encoder
+
+
 class FusionPreTrainedModel(PreTrainedModel):
     config_class = FusionConfig
     base_model_prefix = "fusion"
@@ -219,10 +238,41 @@ class FusionPreTrainedModel(PreTrainedModel):
             for placeholder in module.missing_embeddings.values():
                 init.normal_(placeholder, std=std)
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """Load a saved fusion model; the saved ``trainable_layers`` are re-applied (transformers' loader makes
+        every parameter trainable). Networks given as instances to ``from_encoders`` are passed back with
+        ``encoders={name: network}`` (import-path ones are rebuilt from the config)."""
+        model, info = super().from_pretrained(*args, **{**kwargs, "output_loading_info": True})
+        finish_module_encoders(model.encoders, info)
+        dtype = kwargs.get("dtype")
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+        if isinstance(dtype, torch.dtype) and any(p.dtype != dtype for p in model.parameters()):
+            # Weights that went through transformers' key renaming (ViT's legacy names) keep the file's dtype.
+            model.to(dtype)
+        model.apply_trainable_layers()
+        return (model, info) if kwargs.get("output_loading_info") else model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """transformers' ``save_pretrained``, plus the ``fused-classification`` pipeline code that ``config.json``'s
+        ``custom_pipelines`` names (so ``pipeline(model=folder, trust_remote_code=True)`` works)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        pipeline_code = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipeline_fusion.py")
+        if os.path.isfile(pipeline_code):
+            shutil.copyfile(pipeline_code, os.path.join(save_directory, "pipeline_fusion.py"))
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Upload to the Hub repo ``repo_id``. With the package installed: weights, config, code, the processor
+        (``processor=``) and a model card in one commit (``multimodal_fusion.hub.upload.push_model_to_hub``, which the
+        package root sets as ``hub_uploader``). Loaded as remote code without the package: transformers' own
+        ``push_to_hub`` (weights, config, code)."""
+        uploader = type(self).hub_uploader
+        if uploader is None:
+            return super().push_to_hub(repo_id, **kwargs)
+        return uploader(self, repo_id, **kwargs)
+
 
 class FusionModel(
-    TokenSequenceMixin,
-    ModalityEncodingMixin,
     EncoderFreezingMixin,
     BlockCheckpointingMixin,
     FusionPreTrainedModel,
@@ -252,19 +302,11 @@ class FusionModel(
         self.adapters: dict[str, EncoderAdapter] = {}
         dim = config.projection_dim
         token_level = is_token_level(config.fusion)
+        self.encodings = {name: ModalityEncoding(self, name) for name in config.modalities}
+        """Modality name -> its [`ModalityEncoding`] (the pooled, token, cached and hidden-state paths)."""
         for name, spec in config.modalities.items():
             adapter = self.adapters[name] = adapter_for(spec)
-            encoder = encoders.get(name)
-            if spec.module is not None:  # your own network: built, passed back (or built by from_encoders)
-                encoder = build_module_encoder(name, spec, encoder)
-            elif encoder is None:
-                encoder = adapter.build()
-            elif spec.config is not None:
-                spec.config._attn_implementation_internal = encoder.config._attn_implementation
-                encoder.config = spec.config
-            adapter.attach(encoder)
-            adapter.settle_spec(name, encoder, spec)  # e.g. the probed default pooling of a generic family
-            self.encoders[name] = encoder
+            encoder = self.encoders[name] = _build_encoder(name, spec, adapter, encoders.get(name))
             try:
                 pooled_dim = adapter.output_dim(encoder)
             except ValueError as error:
@@ -348,39 +390,6 @@ class FusionModel(
             raise ValueError(f"`trainable_layers` names unknown modalities {sorted(unknown_modalities)}")
         return cls(FusionConfig(modalities=specs, **config_kwargs), encoders=models)
 
-    @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any):
-        """Load a saved fusion model; the saved ``trainable_layers`` are re-applied (transformers' loader makes
-        every parameter trainable). Networks given as instances to ``from_encoders`` are passed back with
-        ``encoders={name: network}`` (import-path ones are rebuilt from the config)."""
-        model, info = super().from_pretrained(*args, **{**kwargs, "output_loading_info": True})
-        finish_module_encoders(model.encoders, info)
-        dtype = kwargs.get("dtype")
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
-        if isinstance(dtype, torch.dtype) and any(p.dtype != dtype for p in model.parameters()):
-            # Weights that went through transformers' key renaming (ViT's legacy names) keep the file's dtype.
-            model.to(dtype)
-        model.apply_trainable_layers()
-        return (model, info) if kwargs.get("output_loading_info") else model
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """transformers' ``save_pretrained``, plus the ``fused-classification`` pipeline code that ``config.json``'s
-        ``custom_pipelines`` names (so ``pipeline(model=folder, trust_remote_code=True)`` works)."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        pipeline_code = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipeline_fusion.py")
-        if os.path.isfile(pipeline_code):
-            shutil.copyfile(pipeline_code, os.path.join(save_directory, "pipeline_fusion.py"))
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        """Upload to the Hub repo ``repo_id``. With the package installed: weights, config, code, the processor
-        (``processor=``) and a model card in one commit (``multimodal_fusion.hub.upload.push_model_to_hub``, which the
-        package root sets as ``hub_uploader``). Loaded as remote code without the package: transformers' own
-        ``push_to_hub`` (weights, config, code)."""
-        uploader = type(self).hub_uploader
-        if uploader is None:
-            return super().push_to_hub(repo_id, **kwargs)
-        return uploader(self, repo_id, **kwargs)
-
     def _limits(self, name: str) -> InputLimits:
         """Modality ``name``'s value limits (vocabulary, positions, receptive field), read once from its encoder."""
         if name not in self._input_limits:
@@ -415,12 +424,45 @@ class FusionModel(
         for i, name in enumerate(self.config.modalities):
             if not set(batch[name]) - {"mask"}:
                 continue
-            pooled = self._pooled(name, batch[name], masks[:, i])
+            pooled = self.encodings[name].pooled(batch[name], masks[:, i])
             full = torch.zeros(batch_size, self.pooled_dims[name], device=masks.device)
             if pooled is not None:
                 full = full.to(pooled.dtype).index_copy(0, masks[:, i].nonzero().squeeze(1), pooled)
             result[name] = full
         return result
+
+    def get_modality_tokens(self, **inputs: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Token sequences per modality in the batch before projection, after ``max_tokens``:
+        ``name -> (token_embeds [B, T, hidden], token_mask [B, T])`` (what ``{name}_token_embeds`` /
+        ``{name}_token_mask`` take). Rows whose ``{name}_mask`` is False have no real token."""
+        batch, batch_size, masks = self._prepare(inputs, None)
+        result = {}
+        for i, name in enumerate(self.config.modalities):
+            if set(batch[name]) - {"mask"}:
+                states = self.encodings[name].tokens(batch[name], masks[:, i])
+                result[name] = scatter_rows(states, masks[:, i], batch_size, self.pooled_dims[name])
+        return result
+
+    def _fuse(
+        self, batch: dict, batch_size: int, masks: torch.Tensor, output_attentions: bool
+    ) -> tuple[Any, dict]:
+        """Every modality into the fusion: ``(fusion output, name -> [B, projection_dim] projected vector)`` (a
+        token-level fusion: projected token sequences in; the mean projected token out, zeros where missing)."""
+        names = list(self.config.modalities)
+        if is_token_level(self.config.fusion):
+            parts = [
+                self.encodings[n].projected_tokens(batch[n], masks[:, i], batch_size)
+                for i, n in enumerate(names)
+            ]
+            dtype = functools.reduce(torch.promote_types, [tokens.dtype for tokens, _, _ in parts])
+            tokens, token_masks = [t.to(dtype) for t, _, _ in parts], [m for _, m, _ in parts]
+            fused = self.fusion(tokens, token_masks, masks, output_attentions=output_attentions)
+            return fused, {name: mean for name, (_, _, mean) in zip(names, parts, strict=True)}
+        projected = {
+            n: self.encodings[n].projected(batch[n], masks[:, i], batch_size) for i, n in enumerate(names)
+        }
+        dtype = functools.reduce(torch.promote_types, [v.dtype for v in projected.values()])
+        return self.fusion(torch.stack([projected[n].to(dtype) for n in names], dim=1), masks), projected
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -477,13 +519,7 @@ class FusionModel(
         batch, batch_size, masks = self._prepare(inputs, labels)
         if self.training and self.config.modality_dropout > 0:
             masks = drop_modalities(masks, self.config.modality_dropout)
-        if is_token_level(self.config.fusion):
-            fused, projected = self._fuse_tokens(batch, batch_size, masks, output_attentions)
-        else:
-            projected = self._project(batch, masks, batch_size)
-            dtype = functools.reduce(torch.promote_types, [v.dtype for v in projected.values()])
-            embeddings = torch.stack([projected[name].to(dtype) for name in self.config.modalities], dim=1)
-            fused = self.fusion(embeddings, masks)
+        fused, projected = self._fuse(batch, batch_size, masks, output_attentions)
         logits = self.classifier(self.head_dropout(fused.fused))
         aux_logits = {n: head(projected[n]) for n, head in self.aux_heads.items()} if self.aux_heads else None
         loss, aux_losses = None, None
