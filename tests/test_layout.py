@@ -232,6 +232,50 @@ def kind_branches_in(path: Path) -> list[str]:
         SRC = saved
 
 
+REGISTRY_NAME_ENDINGS = ("_REGISTRY", "ADAPTERS", "POOLINGS", "FUSIONS", "KINDS")
+
+
+def test_one_registry_type():
+    """Every name -> class table of the package (kinds, adapters, poolings, pooled and token fusions) is a
+    ``model.registry.Registry`` (or a union of them), and no module writes its own registration decorator: a
+    ``def register...`` whose inner function stores into a table (``table[name] = cls``)."""
+    import importlib
+
+    from multimodal_fusion.model.registry import Registry, RegistryUnion
+
+    bad = []
+    for path in _modules():
+        if path.parent.name == "demo" or path.stem == "registry":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("register"):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.Assign) and any(
+                        isinstance(t, ast.Subscript) for t in inner.targets
+                    ):
+                        bad.append(f"{path.relative_to(SRC)}:{inner.lineno} {node.name} keeps its own table")
+        defined = {
+            target.id
+            for node in tree.body
+            if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name)
+        }
+        tables = [n for n in defined if n.isupper() and n.endswith(REGISTRY_NAME_ENDINGS)]
+        if not tables:
+            continue
+        module = importlib.import_module(
+            ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        )
+        bad += [
+            f"{module.__name__}.{name} is a {type(getattr(module, name)).__name__}, not a Registry"
+            for name in tables
+            if not isinstance(getattr(module, name), (Registry, RegistryUnion))
+        ]
+    assert not bad, "\n".join(bad)
+
+
 def test_layer_checker_catches_an_upward_import(tmp_path):
     """The checks above see relative and absolute upward imports (guards against a parser that sees nothing)."""
     package = tmp_path / PACKAGE

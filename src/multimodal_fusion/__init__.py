@@ -15,6 +15,7 @@ from .model.encoder_adapters import ENCODER_ADAPTERS, EncoderAdapter, register_a
 from .model.encoder_layout import EncoderLayout
 from .model.fusion_layers import POOLED_FUSIONS, TOKEN_FUSIONS, FusionOutput, register_fusion
 from .model.fusions import FUSION_REGISTRY
+from .model.modality_kinds import MODALITY_KIND_REGISTRY, ModalityKind, register_modality_kind
 from .model.modeling_fusion import FusionModel, FusionModelOutput, FusionPreTrainedModel, load_encoder
 from .model.pipeline_fusion import TASK as PIPELINE_TASK
 from .model.pipeline_fusion import FusedClassificationPipeline
@@ -54,14 +55,23 @@ def list_encoder_adapters() -> dict[str, str]:
     return ENCODER_ADAPTERS.describe()
 
 
+def list_modality_kinds() -> dict[str, str]:
+    """Registered modality kinds (the values of a spec's ``kind``), name -> one-line description."""
+    return MODALITY_KIND_REGISTRY.describe()
+
+
 __all__ = [
     "ENCODER_ADAPTERS",
     "FUSION_REGISTRY",
+    "MODALITY_KIND_REGISTRY",
+    "ModalityKind",
+    "register_modality_kind",
     "POOLED_FUSIONS",
     "POOLINGS",
     "Registry",
     "TOKEN_FUSIONS",
     "list_encoder_adapters",
+    "list_modality_kinds",
     "list_fusions",
     "list_poolings",
     "MODALITY_KINDS",

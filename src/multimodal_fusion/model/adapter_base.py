@@ -33,7 +33,7 @@ TOWERS = {name: get_kind(name).tower for name in kind_names() if get_kind(name).
 """Per kind: the dual-encoder config attribute holding the tower config, and the parent's module (key prefix);
 each kind's ``ModalityKind.tower``."""
 
-MAIN_INPUT_KINDS = {field: name for name in kind_names() for field in get_kind(name).main_input_names}
+KIND_OF_MAIN_INPUT = {field: name for name in kind_names() for field in get_kind(name).main_input_names}
 """A transformers model class's ``main_input_name`` -> the kind it reads (each kind's ``main_input_names``)."""
 
 
@@ -73,7 +73,7 @@ def main_input_kind(config: PretrainedConfig) -> str | None:
         model_class = model_class_for(config)
     except (ValueError, ImportError):
         return None
-    return MAIN_INPUT_KINDS.get(getattr(model_class, "main_input_name", None))
+    return KIND_OF_MAIN_INPUT.get(getattr(model_class, "main_input_name", None))
 
 
 def is_dual_config(config: PretrainedConfig) -> bool:
