@@ -137,3 +137,18 @@ def test_custom_kind_loads_through_remote_code(counts_kind, tmp_path):
     # the model's code is the checkpoint's copy (the processor may be the package's own: importing the kind's
     # module imports the package, which registers FusionProcessor with AutoProcessor)
     assert model_module.startswith("transformers_modules.")
+
+
+def test_the_architecture_guide_example_runs():
+    """docs/architecture.md's "How to add a modality kind" example runs as written (and registers its kind)."""
+    import re
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", guide, re.S) if "register_modality_kind" in b)
+    namespace = {}
+    try:
+        exec(compile(block, "architecture.md", "exec"), namespace)
+        assert namespace["logits"].shape == (2, 3)
+        assert MODALITY_KIND_REGISTRY["counts"] is namespace["CountsKind"]
+    finally:
+        MODALITY_KIND_REGISTRY.unregister("counts")
