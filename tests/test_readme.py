@@ -66,3 +66,17 @@ def test_readme_scoring_engine_example(readme_ids, tmp_path, monkeypatch):
     assert first.errors[0]["column"] == "photo" and first.errors[0]["path"].endswith("photo3.png")
     assert first.cached_modalities == again.cached_modalities == ["image", "text"]
     assert abs(first.logits[None] - again.logits[None]).max() <= 1e-6
+
+
+def test_readme_custom_kind_example(tmp_path, monkeypatch):
+    from multimodal_fusion.model.modality_kinds import MODALITY_KIND_REGISTRY
+
+    block = next(b for b in python_blocks() if '@register_modality_kind("event_counts")' in b)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    try:
+        exec(compile(block, "README.md", "exec"), namespace)
+        batch = namespace["processor"](visits=[[4], [1, 1]], profile=[[0.0, 0.0], [1.0, 1.0]])
+        assert batch["visits_values"].tolist() == [[0, 0, 0, 0, 1], [0, 2, 0, 0, 0]]  # the kind decoded them
+    finally:
+        MODALITY_KIND_REGISTRY.unregister("event_counts")
