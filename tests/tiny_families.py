@@ -1,4 +1,4 @@
-"""Tiny random checkpoints of 41 popular encoder architectures, each saved with ``save_pretrained`` next to its
+"""Tiny random checkpoints of 54 popular encoder architectures, each saved with ``save_pretrained`` next to its
 own processor (tokenizers built offline from small vocabularies), for the encoder-family matrix test.
 
 ``FAMILIES`` maps an architecture name to ``(builder, kind, spec_kind, expected_blocks)``: ``builder(path)``

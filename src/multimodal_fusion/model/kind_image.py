@@ -1,4 +1,6 @@
-"""Kind ``image``: RGB images through the encoder's own image processor -> ``{name}_pixel_values`` ``[B, 3, H, W]``.
+"""Kind ``image``: RGB images through the encoder's own image processor -> ``{name}_pixel_values`` ``[B, 3, H, W]``
+(or the fields the encoder family's adapter declares, e.g. SigLIP2's patchified ``pixel_values`` +
+``pixel_attention_mask`` + ``spatial_shapes``).
 
 Raw samples: a ``PIL.Image``, an array (``input_data_format`` for an ambiguous layout, ``image_bit_depth`` for
 integer images above 8 bits; see ``image_decoding.decode_image``), a file path, bytes or a datasets image dict.
