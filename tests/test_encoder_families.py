@@ -204,6 +204,8 @@ def test_missing_rows_of_family_declared_fields(arch, tmp_path):
     samples, _ = raw_samples(kind, processor)
     rate = {"sampling_rate": processor.sampling_rate("x")} if kind == "audio" else {}
     dense = processor(x=samples, **rate)
+    processor.save_pretrained(tmp_path / "processor")  # the family's fields and call settings are saved
+    processor = FusionProcessor.from_pretrained(tmp_path / "processor")
     sparse = processor(x=[samples[0], None, samples[1]], **rate)
     assert sparse["x_mask"].tolist() == [True, False, True]
     fields = [f"x_{f}" for f in (*model.adapters["x"].input_fields, *model.adapters["x"].optional_fields)]
