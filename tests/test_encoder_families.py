@@ -247,3 +247,45 @@ def test_tower_without_pooler_in_checkpoint(tmp_path):
     assert reloaded.state_dict().keys() == model.state_dict().keys()
     with pytest.raises(ValueError, match=r"modality 'x'.*pooler\.dense"):
         FusionModel.from_encoders({"x": {**spec, "pooling": "pooler"}}, **SMALL)
+
+
+def _siglip2_reference(folder: Path, fields: dict) -> torch.Tensor:
+    from transformers import Siglip2Model
+
+    return Siglip2Model.from_pretrained(folder).vision_model(**fields).pooler_output
+
+
+def _wav2vec2_bert_reference(folder: Path, fields: dict) -> torch.Tensor:
+    from transformers import Wav2Vec2BertModel
+
+    hidden = Wav2Vec2BertModel.from_pretrained(folder)(**fields).last_hidden_state
+    mask = fields["attention_mask"][..., None].to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1)
+
+
+def _chinese_clip_reference(folder: Path, fields: dict) -> torch.Tensor:
+    from transformers import ChineseCLIPModel
+
+    return ChineseCLIPModel.from_pretrained(folder).text_model(**fields).last_hidden_state[:, 0]
+
+
+@pytest.mark.parametrize(
+    ("arch", "reference"),
+    [
+        ("siglip2_vision", _siglip2_reference),  # the dual model's MAP head over the real patches
+        ("wav2vec2_bert", _wav2vec2_bert_reference),  # mean over the valid frames
+        ("chinese_clip_text", _chinese_clip_reference),  # the dual model's own tower, CLS (right padding)
+    ],
+)
+def test_pooled_vector_equals_the_bare_model(arch, reference, tmp_path):
+    """The pooled vectors of the families fixed for their own fields / tower weights equal what the bare
+    transformers model (the dual model for a tower) computes from the same processor output."""
+    folder, _, model, processor = built(arch, tmp_path)
+    kind = FAMILIES[arch][1]
+    samples, _ = raw_samples(kind, processor)
+    rate = {"sampling_rate": processor.sampling_rate("x")} if kind == "audio" else {}
+    batch = processor(x=samples, **rate)
+    with torch.no_grad():
+        expected = reference(folder, {k.removeprefix("x_"): v for k, v in batch.items()})
+    torch.testing.assert_close(pooled(model, batch), expected, atol=1e-5, rtol=0)
+    assert (expected[0] - expected[1]).abs().max() > 1e-3
