@@ -1,4 +1,4 @@
-"""The encoder-family matrix: 41 architectures, each a tiny random checkpoint with its own processor, built with
+"""The encoder-family matrix: 54 architectures, each a tiny random checkpoint with its own processor, built with
 the default spec and checked for what silently goes wrong otherwise (see ``encoder_adapters``)."""
 
 from __future__ import annotations
@@ -106,7 +106,10 @@ def test_encoder_family(arch, tmp_path):
     assert trainable - set(layout.usable_blocks[-1]) == (set(layout.final) | set(layout.pooler)) - set(
         layout.unused
     )
-    assert not any("decoder" in n for n in trainable)
+    if model.encoders[
+        "x"
+    ].config.is_encoder_decoder:  # (a decoder-only LM such as OPT names its stack `decoder`)
+        assert not any("decoder" in n for n in trainable)
     model(**batch, labels=labels).loss.backward()
     assert all(p.grad is not None for n, p in model.encoders["x"].named_parameters() if n in trainable)
     assert all(p.grad is None for n, p in model.encoders["x"].named_parameters() if n not in trainable)
@@ -136,6 +139,9 @@ def check_save_and_reload(model: FusionModel, batch, tmp_path: Path) -> None:
     folder = tmp_path / "fusion"
     model.save_pretrained(folder)
     reloaded = FusionModel.from_pretrained(folder).eval()
+    assert (
+        reloaded.state_dict().keys() == model.state_dict().keys()
+    )  # rebuilt as loaded (no extra random head)
     for key, value in model.state_dict().items():  # tied weights included
         assert torch.equal(reloaded.state_dict()[key], value), key
     with torch.no_grad():
@@ -176,3 +182,110 @@ def test_remote_code_reload_of_every_family(tmp_path):
     )  # fmt: skip
     for job, logits in zip(RELOADED, torch.load(tmp_path / "out.pt"), strict=True):
         torch.testing.assert_close(logits, job["logits"], atol=1e-6, rtol=0, msg=job["folder"])
+
+
+def built(arch: str, tmp_path: Path, **spec_keys) -> tuple[Path, dict, FusionModel, FusionProcessor]:
+    build, _, spec_kind, _ = FAMILIES[arch]
+    folder = tmp_path / arch
+    build(folder)
+    spec = {"path": str(folder), **({"kind": spec_kind} if spec_kind else {}), **spec_keys}
+    torch.manual_seed(0)
+    model = FusionModel.from_encoders({"x": spec}, **SMALL).eval()
+    return folder, spec, model, FusionProcessor.from_encoders({"x": spec})
+
+
+@pytest.mark.parametrize("arch", ["siglip2_vision", "wav2vec2_bert"])
+def test_missing_rows_of_family_declared_fields(arch, tmp_path):
+    """Families whose adapter declares fields beyond the kind's (SigLIP2's patch mask and grid, Wav2Vec2-BERT's
+    ``input_features``): a missing sample gets placeholder values in every field, the present rows pool as in a
+    dense batch, and an all-missing batch still carries each field at its shape."""
+    _, _, model, processor = built(arch, tmp_path)
+    kind = FAMILIES[arch][1]
+    samples, _ = raw_samples(kind, processor)
+    rate = {"sampling_rate": processor.sampling_rate("x")} if kind == "audio" else {}
+    dense = processor(x=samples, **rate)
+    processor.save_pretrained(tmp_path / "processor")  # the family's fields and call settings are saved
+    processor = FusionProcessor.from_pretrained(tmp_path / "processor")
+    sparse = processor(x=[samples[0], None, samples[1]], **rate)
+    assert sparse["x_mask"].tolist() == [True, False, True]
+    fields = [f"x_{f}" for f in (*model.adapters["x"].input_fields, *model.adapters["x"].optional_fields)]
+    assert sorted(k for k in sparse if k != "x_mask") == sorted(k for k in dense) == sorted(fields)
+    for key, value in dense.items():
+        assert sparse[key].dtype == value.dtype, key
+        torch.testing.assert_close(sparse[key][[0, 2]], value, atol=0, rtol=0)  # same padding: same length
+    embeddings = pooled(model, sparse)
+    torch.testing.assert_close(embeddings[[0, 2]], pooled(model, dense), atol=1e-5, rtol=0)
+    assert not embeddings[1].any()
+    if arch == "siglip2_vision":  # a one-patch grid the encoder runs on (every row runs while exporting)
+        assert sparse["x_spatial_shapes"][1].tolist() == [1, 1] and bool(
+            sparse["x_pixel_attention_mask"][1].all()
+        )
+        assert not sparse["x_pixel_values"][1].any()
+        row = {k.removeprefix("x_"): v[1:2] for k, v in sparse.items() if k != "x_mask"}
+        with torch.no_grad():
+            output = model.adapters["x"].encode(model.encoders["x"], row, None)
+        assert torch.isfinite(output.pooler_output).all() and torch.isfinite(output.hidden).all()
+        empty = processor(x=[None, None])
+        assert {k: tuple(v.shape) for k, v in empty.items() if k != "x_mask"} == {
+            k: (2, *v.shape[1:]) for k, v in dense.items()
+        }
+        with torch.no_grad():
+            assert model(**empty).logits.shape == (2, 3)
+    else:
+        assert not sparse["x_input_features"][1].any() and not sparse["x_attention_mask"][1].any()
+
+
+def test_tower_without_pooler_in_checkpoint(tmp_path):
+    """Chinese-CLIP's dual model builds its text tower without a pooler: the tower loads without one (not a random
+    one), a saved fusion model rebuilds it the same way, and asking for pooling 'pooler' names the missing keys."""
+    folder, spec, model, _ = built("chinese_clip_text", tmp_path)
+    assert model.encoders["x"].pooler is None
+    assert not any(k.startswith("pooler.") for k in model.encoders["x"].state_dict())
+    model.save_pretrained(tmp_path / "fusion")
+    reloaded = FusionModel.from_pretrained(tmp_path / "fusion")
+    assert reloaded.encoders["x"].pooler is None
+    assert reloaded.state_dict().keys() == model.state_dict().keys()
+    with pytest.raises(ValueError, match=r"modality 'x'.*pooler\.dense"):
+        FusionModel.from_encoders({"x": {**spec, "pooling": "pooler"}}, **SMALL)
+
+
+def _siglip2_reference(folder: Path, fields: dict) -> torch.Tensor:
+    from transformers import Siglip2Model
+
+    return Siglip2Model.from_pretrained(folder).vision_model(**fields).pooler_output
+
+
+def _wav2vec2_bert_reference(folder: Path, fields: dict) -> torch.Tensor:
+    from transformers import Wav2Vec2BertModel
+
+    hidden = Wav2Vec2BertModel.from_pretrained(folder)(**fields).last_hidden_state
+    mask = fields["attention_mask"][..., None].to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1)
+
+
+def _chinese_clip_reference(folder: Path, fields: dict) -> torch.Tensor:
+    from transformers import ChineseCLIPModel
+
+    return ChineseCLIPModel.from_pretrained(folder).text_model(**fields).last_hidden_state[:, 0]
+
+
+@pytest.mark.parametrize(
+    ("arch", "reference"),
+    [
+        ("siglip2_vision", _siglip2_reference),  # the dual model's MAP head over the real patches
+        ("wav2vec2_bert", _wav2vec2_bert_reference),  # mean over the valid frames
+        ("chinese_clip_text", _chinese_clip_reference),  # the dual model's own tower, CLS (right padding)
+    ],
+)
+def test_pooled_vector_equals_the_bare_model(arch, reference, tmp_path):
+    """The pooled vectors of the families fixed for their own fields / tower weights equal what the bare
+    transformers model (the dual model for a tower) computes from the same processor output."""
+    folder, _, model, processor = built(arch, tmp_path)
+    kind = FAMILIES[arch][1]
+    samples, _ = raw_samples(kind, processor)
+    rate = {"sampling_rate": processor.sampling_rate("x")} if kind == "audio" else {}
+    batch = processor(x=samples, **rate)
+    with torch.no_grad():
+        expected = reference(folder, {k.removeprefix("x_"): v for k, v in batch.items()})
+    torch.testing.assert_close(pooled(model, batch), expected, atol=1e-5, rtol=0)
+    assert (expected[0] - expected[1]).abs().max() > 1e-3

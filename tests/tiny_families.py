@@ -1,4 +1,4 @@
-"""Tiny random checkpoints of 41 popular encoder architectures, each saved with ``save_pretrained`` next to its
+"""Tiny random checkpoints of 54 popular encoder architectures, each saved with ``save_pretrained`` next to its
 own processor (tokenizers built offline from small vocabularies), for the encoder-family matrix test.
 
 ``FAMILIES`` maps an architecture name to ``(builder, kind, spec_kind, expected_blocks)``: ``builder(path)``
@@ -195,6 +195,53 @@ def siglip_dual(path):
     _save(T.SiglipModel(config), [tokenizer, _image_processor(T.SiglipImageProcessor)], path)
 
 
+def siglip2_dual(path):
+    """SigLIP2 (NaFlex): the image processor patchifies at the image's aspect ratio into at most
+    ``max_num_patches`` patches, returning ``pixel_values`` [B, P, 3 * patch^2] + ``pixel_attention_mask`` +
+    ``spatial_shapes``."""
+    config = T.Siglip2Config(
+        text_config=dict(SMALL, vocab_size=64, max_position_embeddings=16),
+        vision_config=dict(SMALL, patch_size=8, num_patches=16),
+    )
+    tokenizer = unigram(T.T5Tokenizer, ["<pad>", "</s>", "<unk>"], extra_ids=0)
+    processor = T.Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
+    _save(T.Siglip2Model(config), [tokenizer, processor], path)
+
+
+def chinese_clip_dual(path):
+    config = T.ChineseCLIPConfig(
+        text_config=dict(TEXT, vocab_size=len(wordpiece())), vision_config=VIT, projection_dim=16
+    )
+    _save(T.ChineseCLIPModel(config), [wordpiece(), _square_crop(T.ChineseCLIPImageProcessor)], path)
+
+
+def data2vec_vision(path):
+    config = T.Data2VecVisionConfig(**VIT, use_relative_position_bias=True, use_mean_pooling=True)
+    processor = T.BeitImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32})
+    _save(T.Data2VecVisionModel(config), [processor], path)
+
+
+def levit(path):
+    """LeViT: three stages (its config hard-codes two subsampling steps), 64 px -> 4 x 4 -> 2 x 2 -> 1 x 1."""
+    config = T.LevitConfig(
+        image_size=64,
+        hidden_sizes=[16, 24, 32],
+        num_attention_heads=[2, 3, 4],
+        depths=[1, 1, 1],
+        key_dim=[8, 8, 8],
+        mlp_ratio=[2, 2, 2],
+        attention_ratio=[2, 2, 2],
+    )
+    processor = T.LevitImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    model = T.LevitModel(config)
+    for (
+        module
+    ) in model.modules():  # std 0.02 in every linear layer shrinks the signal to ~1e-10 over 13 layers
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=module.in_features**-0.5)
+    _save(model, [processor], path)
+
+
 def timm_model(architecture: str):
     def build(path):
         import timm
@@ -284,6 +331,23 @@ def clap_dual(path):
     _save(T.ClapModel(config), [tokenizer, extractor], path)
 
 
+def wav2vec2_bert(path):
+    """Wav2Vec2-BERT: log-mel ``input_features`` [B, frames, 160] (80 bins stacked by stride 2) from the
+    SeamlessM4T feature extractor."""
+    config = T.Wav2Vec2BertConfig(
+        **SMALL,
+        feature_projection_input_dim=160,
+        conv_depthwise_kernel_size=3,
+        position_embeddings_type="relative_key",
+        left_max_position_embeddings=8,
+        right_max_position_embeddings=8,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+        add_adapter=False,
+    )
+    _save(T.Wav2Vec2BertModel(config), [T.SeamlessM4TFeatureExtractor()], path)
+
+
 # ------------------------------------------------------------------------------------------ text
 TEXT = dict(SMALL, max_position_embeddings=64)
 
@@ -371,6 +435,37 @@ def gpt2(path):
     _save(T.GPT2Model(config), [tokenizer], path)
 
 
+def bart(path):
+    tokenizer = byte_bpe(T.BartTokenizer, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], specials_first=True)
+    config = T.BartConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+    )  # fmt: skip
+    _save(T.BartForConditionalGeneration(config), [tokenizer], path)
+
+
+def mt5(path):
+    tokenizer = unigram(T.T5Tokenizer, ["<pad>", "</s>", "<unk>"], extra_ids=0)
+    config = T.MT5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=37, num_layers=2, num_decoder_layers=1,
+        num_heads=2, decoder_start_token_id=0,
+    )  # fmt: skip
+    _save(T.MT5ForConditionalGeneration(config), [tokenizer], path)
+
+
+def opt(path):
+    tokenizer = byte_bpe(
+        T.GPT2Tokenizer, ["</s>", "<pad>"], eos_token="</s>", bos_token="</s>", pad_token="<pad>"
+    )
+    config = T.OPTConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, ffn_dim=37, num_attention_heads=2,
+        max_position_embeddings=64, word_embed_proj_dim=32, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    _save(T.OPTModel(config), [tokenizer], path)
+
+
 LLAMA = dict(num_key_value_heads=2, head_dim=16)
 
 # name -> (builder, kind, spec kind (dual folders need it), expected number of encoder blocks)
@@ -388,6 +483,9 @@ FAMILIES: dict[str, tuple[Callable[[Path], None], str, str | None, int]] = {
     "mobilevit": (mobilevit, "image", None, 5),
     "siglip_vision": (siglip_dual, "image", "image", 2),
     "clip_vision": (clip_dual, "image", "image", 2),
+    "siglip2_vision": (siglip2_dual, "image", "image", 2),
+    "data2vec_vision": (data2vec_vision, "image", None, 2),
+    "levit": (levit, "image", None, 3),
     "timm_resnet": (timm_model("test_resnet"), "image", None, 4),
     "timm_vit": (timm_model("test_vit"), "image", None, 6),
     "wav2vec2_layer": (
@@ -421,6 +519,19 @@ FAMILIES: dict[str, tuple[Callable[[Path], None], str, str | None, int]] = {
     ),
     "wav2vec2_conformer": (
         waveform(T.Wav2Vec2ConformerModel, T.Wav2Vec2ConformerConfig, conv_depthwise_kernel_size=3),
+        "audio",
+        None,
+        2,
+    ),
+    "wav2vec2_bert": (wav2vec2_bert, "audio", None, 2),
+    "unispeech": (
+        waveform(T.UniSpeechModel, T.UniSpeechConfig, feat_extract_norm="group"),
+        "audio",
+        None,
+        2,
+    ),
+    "sew_d": (
+        waveform(T.SEWDModel, T.SEWDConfig, squeeze_factor=2, position_buckets=16, max_relative_positions=16),
         "audio",
         None,
         2,
@@ -486,6 +597,26 @@ FAMILIES: dict[str, tuple[Callable[[Path], None], str, str | None, int]] = {
         None,
         2,
     ),
+    "bart": (bart, "text", None, 2),
+    "mt5": (mt5, "text", None, 2),
+    "opt": (opt, "text", None, 2),
+    "gemma": (
+        decoder_lm(
+            T.GemmaModel, T.GemmaConfig, T.GemmaTokenizer, ["<pad>", "<eos>", "<bos>", "<unk>"], **LLAMA
+        ),
+        "text",
+        None,
+        2,
+    ),
+    "phi3": (
+        decoder_lm(
+            T.Phi3Model, T.Phi3Config, T.LlamaTokenizer, ["<unk>", "<s>", "</s>"], pad_token_id=None, **LLAMA
+        ),
+        "text",
+        None,
+        2,
+    ),
+    "chinese_clip_text": (chinese_clip_dual, "text", "text", 2),
     "clip_text": (clip_dual, "text", "text", 2),
     "siglip_text": (siglip_dual, "text", "text", 2),
 }

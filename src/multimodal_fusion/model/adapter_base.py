@@ -94,6 +94,45 @@ def _accepts(module: nn.Module, argument: str) -> bool:
         return False
 
 
+def _init_accepts(model_class: type, argument: str) -> bool:
+    try:
+        return argument in inspect.signature(model_class.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _without_pooler(config: PretrainedConfig | None, model_class: type) -> bool:
+    """Whether ``config`` records a checkpoint without the pooling head and ``model_class`` can leave it out."""
+    return getattr(config, "add_pooling_layer", True) is False and _init_accepts(
+        model_class, "add_pooling_layer"
+    )
+
+
+def drop_absent_pooler(
+    model: nn.Module, config: PretrainedConfig | None, missing: Any, pooling: str | None
+) -> list[str]:
+    """A checkpoint without the encoder's ``pooler`` (e.g. Chinese-CLIP's text tower, which the dual model builds
+    with ``add_pooling_layer=False``): drop the freshly initialised, random pooler from ``model`` and record
+    ``add_pooling_layer=False`` on ``config`` (and the model's), so a rebuilt encoder has none either. Only when
+    every pooler weight is missing, the pooling is not ``pooler`` and the class takes ``add_pooling_layer``.
+    Returns the missing keys that remain."""
+    missing = list(missing)
+    pooler = getattr(model, "pooler", None)
+    if (
+        pooling == "pooler"
+        or not isinstance(pooler, nn.Module)
+        or not _init_accepts(type(model), "add_pooling_layer")
+    ):
+        return missing
+    pooler_keys = {f"pooler.{n}" for n, _ in pooler.named_parameters()}
+    if not pooler_keys or not pooler_keys <= set(missing):
+        return missing
+    model.pooler = None
+    for target in {id(c): c for c in (config, model.config) if c is not None}.values():
+        target.add_pooling_layer = False
+    return [key for key in missing if key not in pooler_keys]
+
+
 class EncoderAdapter(PrefixRunnerMixin):
     """A transformers encoder: ``AutoModel``-style loading, ``last_hidden_state`` + ``pooler_output``.
 
@@ -141,11 +180,13 @@ class EncoderAdapter(PrefixRunnerMixin):
         return model_class_for(self.config)
 
     def build(self) -> nn.Module:
-        """A randomly initialised encoder from the config (weights are loaded over it)."""
+        """A randomly initialised encoder from the config (weights are loaded over it); without its pooling
+        head where the checkpoint had none (``add_pooling_layer`` False on the config, see ``load``)."""
         model_class = self.model_class()
+        kwargs = {"add_pooling_layer": False} if _without_pooler(self.config, model_class) else {}
         if hasattr(model_class, "_from_config"):
-            return model_class._from_config(self.config)
-        return model_class(self.config)
+            return model_class._from_config(self.config, **kwargs)
+        return model_class(self.config, **kwargs)
 
     def load(self, name: str, path: str, source: PretrainedConfig, pooling: str | None, **kwargs: Any):
         """Load the pretrained encoder of modality ``name`` from ``path``, whose config is ``source`` (a dual
@@ -156,7 +197,9 @@ class EncoderAdapter(PrefixRunnerMixin):
         model, info = self.model_class().from_pretrained(
             path, config=self.config, output_loading_info=True, **kwargs
         )
-        self.check_loaded(name, path, info.get("missing_keys", ()), self.loaded_pooling(model, pooling))
+        pooling = self.loaded_pooling(model, pooling)
+        missing = drop_absent_pooler(model, self.config, info.get("missing_keys", ()), pooling)
+        self.check_loaded(name, path, missing, pooling)
         return model
 
     def loaded_pooling(self, encoder: nn.Module, pooling: str | None) -> str | None:

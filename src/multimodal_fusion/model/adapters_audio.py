@@ -245,6 +245,59 @@ class UnpaddedWaveformAudioAdapter(WaveformAudioAdapter):
         return unused
 
 
+@register_adapter("wav2vec2_bert")
+class Wav2Vec2BertAdapter(EncoderAdapter):
+    """Wav2Vec2-BERT (w2v-BERT 2.0): log-mel ``input_features`` ``[B, frames, 160]`` (80 bins, two frames
+    stacked) + a frame ``attention_mask`` from the SeamlessM4T feature extractor; conformer blocks that zero
+    padded frames before their convolutions, so one padded batch is exact. Mask-aware ``mean``; with the
+    optional adapter (``add_adapter``) the mask is downsampled as its convolutions do."""
+
+    kind = "audio"
+    model_types = ("wav2vec2-bert",)
+    default_pooling = "mean"
+    input_fields = ("input_features",)
+    optional_fields = ("attention_mask",)
+
+    def min_audio_samples(self) -> int:
+        """Two 25 ms windows 10 ms apart at 16 kHz (400 + 160 samples): the extractor stacks frames in pairs."""
+        return 560
+
+    def unused_weights(self, encoder: nn.Module) -> tuple[str, ...]:
+        masking = (
+            getattr(self.config, "mask_time_prob", 0) > 0 or getattr(self.config, "mask_feature_prob", 0) > 0
+        )
+        return () if masking else ("masked_spec_embed",)  # SpecAugment's learned fill, used only when masking
+
+    def check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
+        value, mask = fields.get("input_features"), fields.get("attention_mask")
+        width = self.config.feature_projection_input_dim
+        if value is not None and (value.dim() != 3 or value.shape[2] != width):
+            raise ValueError(
+                f"modality '{name}' (audio): field '{name}_input_features' must be [batch, frames, {width}] "
+                f"(stacked log-mel frames from the SeamlessM4T feature extractor), got shape {tuple(value.shape)}"
+            )
+        if value is not None and mask is not None and mask.shape != value.shape[:2]:
+            raise ValueError(
+                f"modality '{name}' (audio): field '{name}_attention_mask' must be [batch, frames] = "
+                f"{tuple(value.shape[:2])}, got shape {tuple(mask.shape)}"
+            )
+
+    def token_mask(
+        self, encoder: nn.Module, fields: dict[str, torch.Tensor], hidden: torch.Tensor
+    ) -> torch.Tensor | None:
+        mask = fields.get("attention_mask")
+        if mask is None:
+            return None
+        lengths = mask.long().sum(dim=1)
+        adapter = getattr(encoder, "adapter", None)
+        for _ in getattr(adapter, "layers", ()):
+            lengths = adapter._compute_sub_sample_lengths_from_attention_mask(lengths).long()
+        return torch.arange(hidden.shape[1], device=hidden.device)[None] < lengths.to(hidden.device)[:, None]
+
+    def processor_kwargs(self) -> dict[str, Any]:
+        return {"padding": True, "return_attention_mask": True}
+
+
 @register_adapter("whisper")
 class WhisperAdapter(Seq2SeqEncoderMixin, EncoderAdapter):
     """Whisper's encoder (log-mel ``input_features``, always padded to 30 s): loaded through the full

@@ -92,6 +92,7 @@ class PooledVisionAdapter(VisionAdapter):
         "clip_vision_model",
         "chinese_clip_vision_model",
         "siglip_vision_model",
+        "siglip2_vision_model",
         "align_vision_model",
         "dinat",
         "poolformer",
@@ -112,6 +113,56 @@ class ClipVisionAdapter(PooledVisionAdapter):
 
     model_types = ("clip_vision_model", "chinese_clip_vision_model")
     pooler_prefixes = ("post_layernorm.",)
+
+
+@register_adapter("naflex_vision")
+class NaFlexVisionAdapter(PooledVisionAdapter):
+    """SigLIP2 (NaFlex) vision: the image processor patchifies each image at its own aspect ratio into at most
+    ``max_num_patches`` patches, so the batch fields are ``pixel_values`` ``[B, P, C * patch^2]``,
+    ``pixel_attention_mask`` ``[B, P]`` (1 = a real patch) and ``spatial_shapes`` ``[B, 2]`` (the patch grid).
+    The token mask is ``pixel_attention_mask``; the MAP head (``pooler_output``, masked the same way) is the
+    image embedding."""
+
+    model_types = ("siglip2_vision_model",)
+    input_fields = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
+    pooler_prefixes = ("head.",)
+
+    def check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
+        """``pixel_values`` ``[B, P, C * patch^2]``, ``pixel_attention_mask`` ``[B, P]``, ``spatial_shapes``
+        ``[B, 2]`` (each grid at most ``P`` patches). Raises ``ValueError`` naming the field."""
+        value, mask, shapes = (fields.get(f) for f in self.input_fields)
+        patch = self.config.num_channels * self.config.patch_size**2
+
+        def fail(field: str, expected: str, tensor: torch.Tensor) -> None:
+            raise ValueError(
+                f"modality '{name}' ({self.kind}): field '{name}_{field}' must be {expected}, got shape "
+                f"{tuple(tensor.shape)}"
+            )
+
+        if value is not None and (value.dim() != 3 or value.shape[2] != patch):
+            fail(
+                "pixel_values",
+                f"[batch, patches, {patch}] (patchified by the SigLIP2 image processor)",
+                value,
+            )
+        if mask is not None and (mask.dim() != 2 or value is not None and mask.shape != value.shape[:2]):
+            fail("pixel_attention_mask", "[batch, patches] (1 = a real patch), as 'pixel_values'", mask)
+        if shapes is not None and (shapes.dim() != 2 or shapes.shape[1] != 2):
+            fail("spatial_shapes", "[batch, 2] (each image's patch grid, height x width)", shapes)
+        if value is not None and shapes is not None and bool((shapes.prod(-1) > value.shape[1]).any()):
+            rows = (shapes.prod(-1) > value.shape[1]).nonzero().squeeze(1).tolist()
+            raise ValueError(
+                f"modality '{name}' ({self.kind}): rows {rows} of '{name}_spatial_shapes' hold more patches than "
+                f"'{name}_pixel_values' has ({value.shape[1]})"
+            )
+
+    def forward_kwargs(self, encoder: nn.Module, fields: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {field: fields[field] for field in self.input_fields}
+
+    def token_mask(
+        self, encoder: nn.Module, fields: dict[str, torch.Tensor], hidden: torch.Tensor
+    ) -> torch.Tensor | None:
+        return fields["pixel_attention_mask"].bool()
 
 
 @register_adapter("convnext")

@@ -51,6 +51,7 @@ from .adapters_audio import (
     ClapAudioAdapter,
     MaskedGroupNorm,
     UnpaddedWaveformAudioAdapter,
+    Wav2Vec2BertAdapter,
     WaveformAudioAdapter,
     WhisperAdapter,
 )
@@ -58,6 +59,7 @@ from .adapters_image import (
     ClipVisionAdapter,
     ConvNextAdapter,
     MobileViTAdapter,
+    NaFlexVisionAdapter,
     PooledVisionAdapter,
     ProbedVisionAdapter,
     TimmAdapter,
@@ -129,6 +131,7 @@ ADAPTER_ORDER: list[type[EncoderAdapter]] = [
     ClipVisionAdapter,
     ConvNextAdapter,
     MobileViTAdapter,
+    NaFlexVisionAdapter,
     PooledVisionAdapter,
     TimmAdapter,
     VisionAdapter,
@@ -140,6 +143,7 @@ ADAPTER_ORDER: list[type[EncoderAdapter]] = [
     EncoderDecoderTextAdapter,
     # audio
     UnpaddedWaveformAudioAdapter,
+    Wav2Vec2BertAdapter,
     WhisperAdapter,
     ASTAdapter,
     ClapAudioAdapter,

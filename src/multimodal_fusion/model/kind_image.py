@@ -1,4 +1,6 @@
-"""Kind ``image``: RGB images through the encoder's own image processor -> ``{name}_pixel_values`` ``[B, 3, H, W]``.
+"""Kind ``image``: RGB images through the encoder's own image processor -> ``{name}_pixel_values`` ``[B, 3, H, W]``
+(or the fields the encoder family's adapter declares, e.g. SigLIP2's patchified ``pixel_values`` +
+``pixel_attention_mask`` + ``spatial_shapes``).
 
 Raw samples: a ``PIL.Image``, an array (``input_data_format`` for an ambiguous layout, ``image_bit_depth`` for
 integer images above 8 bits; see ``image_decoding.decode_image``), a file path, bytes or a datasets image dict.
@@ -32,6 +34,31 @@ PLACEHOLDER_SIDE = 224
 def _for_modality(value: Any, name: str) -> Any:
     """A per-call option given as one value or as modality -> value."""
     return value.get(name) if isinstance(value, Mapping) else value
+
+
+def _shape_key(name: str, field: str) -> str:
+    """``placeholder_shapes`` key of a field: the modality name for ``pixel_values``, ``{name}_{field}`` else."""
+    return name if field == "pixel_values" else f"{name}_{field}"
+
+
+def _dtype(field: str) -> torch.dtype:
+    return torch.float32 if field == "pixel_values" else torch.long
+
+
+def _run_image_processor(
+    image_processor: Any, name: str, images: list[Any], fields: tuple[str, ...]
+) -> dict[str, torch.Tensor]:
+    """``field -> tensor`` of the ``fields`` the image processor returns for ``images``.
+
+    Raises:
+        ValueError: naming the modality, when it does not return the main field ``fields[0]``.
+    """
+    out = image_processor(images=images, return_tensors="pt")
+    if fields[0] not in out:
+        raise ValueError(
+            f"modality '{name}': the image processor returned {sorted(out)}; the encoder takes '{fields[0]}'"
+        )
+    return {field: torch.as_tensor(out[field]) for field in fields if field in out}
 
 
 @register_modality_kind("image")
@@ -125,16 +152,33 @@ class ImageKind(ModalityKind):
         return decode_image(value, layout, bit_depth=spec.get("image_bit_depth") if depth is None else depth)
 
     def batch(self, processor: Any, name: str, samples: list[Any]) -> dict[str, tuple[torch.Tensor, Any]]:
+        """The family's fields (its adapter's ``input_fields``, saved with the processor; else ``pixel_values``)
+        from the image processor. A missing row's ``pixel_values`` are 0 and its other fields (a NaFlex patch
+        mask and grid) 1: one valid 1 x 1 patch grid, which the encoder runs on (a 0 x 0 grid would not)."""
         image_processor = processor.processors[name]
+        fields = self.processor_fields(processor.modalities[name], image_processor)
         shapes = processor.placeholder_shapes
+        fills = {field: 0 if field == "pixel_values" else 1 for field in fields}
         if not samples:
             if name not in shapes:
                 probe = processing_module("image_decoding").blank_image(PLACEHOLDER_SIDE)
-                shapes[name] = image_processor(images=[probe], return_tensors="pt")["pixel_values"].shape[1:]
-            return {"pixel_values": (torch.zeros(0, *shapes[name]), 0)}
-        pixel_values = torch.as_tensor(image_processor(images=samples, return_tensors="pt")["pixel_values"])
-        shapes[name] = pixel_values.shape[1:]
-        return {"pixel_values": (pixel_values, 0)}
+                self._remember_shapes(
+                    shapes, name, _run_image_processor(image_processor, name, [probe], fields)
+                )
+            return {
+                field: (torch.zeros(0, *shapes[_shape_key(name, field)], dtype=_dtype(field)), fills[field])
+                for field in fields
+                if _shape_key(name, field) in shapes
+            }
+        out = _run_image_processor(image_processor, name, samples, fields)
+        self._remember_shapes(shapes, name, out)
+        return {field: (value, fills[field]) for field, value in out.items()}
+
+    @staticmethod
+    def _remember_shapes(shapes: dict[str, Any], name: str, out: dict[str, torch.Tensor]) -> None:
+        """Per-sample shapes of each field (the placeholder of a later all-missing batch)."""
+        for field, value in out.items():
+            shapes[_shape_key(name, field)] = value.shape[1:]
 
     def example_sample(self, spec: Mapping[str, Any], length: int, rng: Any) -> Any:
         """An RGB image of height ``40 + 8 * length``."""
