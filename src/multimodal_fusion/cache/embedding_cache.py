@@ -112,11 +112,14 @@ def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: 
     digest.update(f"multimodal_fusion.cache.embedding_cache v{CACHE_VERSION}|".encode())
     tokens = caches_tokens(model, name)
     keys = ("kind", "layer", "max_tokens", "input_dim", "hidden_sizes", *(() if tokens else ("pooling",)))
-    model_settings = {key: spec.get(key) for key in keys}
+    model_settings = {key: getattr(spec, key) for key in keys}
     model_settings["tokens"] = tokens
-    if spec.get("module"):  # your own network: what it is and which node it reads
-        model_settings.update({key: spec.get(key) for key in ("module", "module_kwargs", "feature_layer")})
-    encoder_config = spec.get("config")
+    network = spec.network
+    if network is not None:  # your own network: what it is and which node it reads
+        model_settings.update(
+            module=network.module, module_kwargs=network.module_kwargs, feature_layer=network.feature_layer
+        )
+    encoder_config = spec.config
     if encoder_config is not None:
         model_settings["encoder_config"] = encoder_config_settings(encoder_config)
     digest.update(stable_json(model_settings).encode())

@@ -126,7 +126,10 @@ class EncoderAdapter(PrefixRunnerMixin):
 
     def __init__(self, config: PretrainedConfig | None, options: dict[str, Any] | None = None):
         self.config = config
-        self.options = dict(options or {})
+        # a ModalitySpec: its fields, flat (as the former spec dicts)
+        self.options = (
+            options.to_dict(serializable=False) if hasattr(options, "to_dict") else dict(options or {})
+        )
 
     @classmethod
     def matches(cls, config: PretrainedConfig | None, kind: str | None = None, spec: Any = None) -> bool:

@@ -181,4 +181,4 @@ def infer_kind(config: PretrainedConfig) -> str | None:
 
 def adapter_for(spec: Any) -> EncoderAdapter:
     """The adapter of a normalised modality spec (``kind``, ``config``, ``module`` and the spec options)."""
-    return adapter_class_for(spec.get("config"), spec.get("kind"), spec)(spec.get("config"), spec)
+    return adapter_class_for(spec.config, spec.kind, spec)(spec.config, spec)

@@ -150,5 +150,5 @@ class ImageKind(ModalityKind):
         return pooled_grid_tokens(hidden, mask, max_tokens, grid)
 
     def module_example_inputs(self, name: str, spec: Any, network: nn.Module) -> dict[str, torch.Tensor]:
-        size = spec.image_size or 64
+        size = spec.network.image_size or 64
         return {"pixel_values": torch.zeros(2, 3, size, size)}

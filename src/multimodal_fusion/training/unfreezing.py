@@ -132,7 +132,7 @@ class UnfreezeCallback(TrainerCallback):
         for name, value in self.targets(model, epoch, state.global_step).items():
             if name not in model.config.modalities:
                 raise ValueError(f"`unfreeze_schedule` names unknown modality '{name}'")
-            current = model.config.modalities[name]["trainable_layers"]
+            current = model.config.modalities[name].trainable_layers
             if current != value:
                 model.set_trainable_layers(name, value)
                 change = {
