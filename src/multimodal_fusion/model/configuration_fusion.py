@@ -140,6 +140,14 @@ class ModalitySpec(DeprecatedMappingReads):
             return getattr(network, key) if network is not None else OwnNetworkSpec.defaults()[key]
         return getattr(self, key)
 
+    def _write(self, key: str, value: Any) -> None:
+        if key not in OwnNetworkSpec.field_names():
+            setattr(self, key, value)
+        elif self.network is not None:
+            setattr(self.network, key, value)
+        else:
+            raise KeyError(f"{key} (a field of your own network; this modality has no `module`)")
+
     @classmethod
     def from_dict(cls, name: str, spec: Any) -> ModalitySpec:
         """Validate the spec of modality ``name`` and fill its defaults.

@@ -22,8 +22,8 @@ from torch import nn
 
 
 class DeprecatedMappingReads:
-    """``spec["key"]`` / ``spec.get("key")`` / ``"key" in spec`` on a typed spec, as on the former dicts; each read
-    warns (``DeprecationWarning``): read the attribute instead. Subclasses name their readable keys in ``keys``."""
+    """``spec["key"]`` / ``spec.get("key")`` / ``"key" in spec`` / ``spec["key"] = value`` on a typed spec, as on
+    the former dicts; each access warns (``DeprecationWarning``): use the attribute instead. Subclasses name their readable keys in ``keys``."""
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -56,6 +56,15 @@ class DeprecatedMappingReads:
         """The value of field ``key`` (deprecated: read the attribute), else ``default``."""
         self._warn(key)
         return self._read(key) if key in self.keys() else default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._warn(key)
+        if key not in self.keys():
+            raise KeyError(key)
+        self._write(key, value)
+
+    def _write(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
 
     def __contains__(self, key: object) -> bool:
         return key in self.keys()

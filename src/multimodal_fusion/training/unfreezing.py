@@ -42,7 +42,7 @@ def will_unfreeze(model: FusionModel, schedule: Any) -> set[str]:
     if not schedule:
         return set()
     if schedule == "gradual":
-        return {n for n, s in model.config.modalities.items() if s["trainable_layers"] != "all"}
+        return {n for n, s in model.config.modalities.items() if s.trainable_layers != "all"}
     return {name for _, changes in _parse_schedule(schedule) for name in changes}
 
 
