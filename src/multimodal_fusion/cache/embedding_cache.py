@@ -149,10 +149,10 @@ def cache_plan(
     plan: dict[str, str | None] = {}
     for name, spec in model.config.modalities.items():
         if any(p.requires_grad for p in model.encoders[name].parameters()):
-            plan[name] = f"its encoder trains (trainable_layers={spec['trainable_layers']!r})"
+            plan[name] = f"its encoder trains (trainable_layers={spec.trainable_layers!r})"
         elif name in model.poolers and any(p.requires_grad for p in model.poolers[name].parameters()):
             plan[name] = (
-                f"its '{spec['pooling']}' pooling has weights that train (pass it in `modalities` to "
+                f"its '{spec.pooling}' pooling has weights that train (pass it in `modalities` to "
                 "`cache_embeddings` to cache its token sequences instead)"
             )
         elif name in unfrozen:
