@@ -127,6 +127,8 @@ def test_mapping_reads_still_work_with_a_deprecation_warning():
         settings["input_dim"] = 5
     assert settings.input_dim == 5
     assert "input_dim" in settings and "sampling_rate" not in settings  # the saved keys, as the former dicts
+    with pytest.warns(DeprecationWarning):
+        assert dict(settings) == {"kind": "features", "path": None, "input_dim": 5}
     with pytest.raises(KeyError), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         settings["sampling_rate"]

@@ -100,14 +100,14 @@ class FeaturesAdapter(EncoderAdapter):
         return EncoderLayout(blocks=[[n for n, _ in encoder.named_parameters()]])
 
     def build(self) -> nn.Module:
-        return FeatureEncoder(self.options["input_dim"], self.options["hidden_sizes"])
+        return FeatureEncoder(self.spec.input_dim, self.spec.hidden_sizes)
 
     def output_dim(self, encoder: nn.Module) -> int:
         return encoder.output_dim
 
     def check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
         value = fields.get("values")
-        dim = self.options["input_dim"]
+        dim = self.spec.input_dim
         if value is not None and (value.dim() != 2 or value.shape[1] != dim):
             raise ValueError(
                 f"modality '{name}' (features): field '{name}_values' must be [batch, {dim}] floats, "

@@ -23,16 +23,15 @@ from .modality_kinds import get_kind
 @register_adapter("module")
 class ModuleAdapter(EncoderAdapter):
     """Your own network wrapped in a [`ModuleEncoder`] (built by ``module_encoder.build_module_encoder``, which
-    also measures ``output_dim`` and the default pooling into the spec). ``options`` is the modality's
+    also measures ``output_dim`` and the default pooling into the spec). ``spec`` is the modality's
     ``ModalitySpec`` itself, read when the encoder exists (its ``output_dim`` is filled at build time)."""
 
     default_pooling = None
     pooler_prefixes = ()
 
-    def __init__(self, config: PretrainedConfig | None, options: Any = None):
-        super().__init__(config, None)
-        self.spec = options
-        self.kind = options.kind
+    def __init__(self, config: PretrainedConfig | None, spec: Any = None):
+        super().__init__(config, spec)
+        self.kind = spec.kind
         self.input_fields, self.optional_fields = get_kind(self.kind).module_fields
 
     @classmethod

@@ -246,6 +246,10 @@ class ProcessorSpec(DeprecatedMappingReads):
     def __contains__(self, key: object) -> bool:
         return key in self.to_dict()
 
+    def keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The saved keys (``to_dict``'s), as the former dict had: ``dict(spec)`` gives that dict."""
+        return tuple(self.to_dict())
+
     def _read(self, key: str) -> Any:
         return self.settled_max_length if key == "max_length" else getattr(self, key)
 
