@@ -119,6 +119,8 @@ def test_mapping_reads_still_work_with_a_deprecation_warning():
     settings = processor.modalities["vec"]
     with pytest.warns(DeprecationWarning, match=r"\.image_size"):
         assert spec["image_size"] == 32
+    with pytest.warns(DeprecationWarning, match=r"ModalitySpec\.network\.feature_layer"):
+        assert spec.feature_layer == "avgpool"  # the former attribute, moved to the network part
     with pytest.warns(DeprecationWarning):
         assert spec.get("kind") == "image" and spec.get("unknown", 5) == 5
     with pytest.warns(DeprecationWarning):

@@ -7,6 +7,7 @@ only torch, transformers and sibling modules of this folder.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -93,6 +94,21 @@ def resolve_kind(name: str, kind: str | None, has_encoder: bool, input_dim: Any)
     return kind
 
 
+def _moved_to_network(key: str) -> property:
+    """A read-only ``spec.<key>`` for a field that moved to ``spec.network`` (deprecated; ``None`` / the v0.1
+    default without an own network)."""
+
+    def read(self: ModalitySpec) -> Any:
+        warnings.warn(
+            f"`ModalitySpec.{key}` moved to `ModalitySpec.network.{key}` (the own-network part)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._read(key)
+
+    return property(read, doc=f"Deprecated: ``spec.network.{key}``.")
+
+
 @dataclass
 class ModalitySpec(DeprecatedMappingReads):
     """One modality of a [`FusionConfig`]: its encoder and how it is pooled and trained (see ``FusionConfig``'s
@@ -124,6 +140,15 @@ class ModalitySpec(DeprecatedMappingReads):
     network: OwnNetworkSpec | None = None
     output_dim: int | None = None
     kind_class: str | None = None
+
+    module = _moved_to_network("module")
+    module_kwargs = _moved_to_network("module_kwargs")
+    module_from_instance = _moved_to_network("module_from_instance")
+    weights = _moved_to_network("weights")
+    feature_layer = _moved_to_network("feature_layer")
+    blocks = _moved_to_network("blocks")
+    trainable_modules = _moved_to_network("trainable_modules")
+    image_size = _moved_to_network("image_size")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
