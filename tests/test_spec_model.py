@@ -134,3 +134,25 @@ def test_mapping_reads_still_work_with_a_deprecation_warning():
     with pytest.raises(KeyError), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         settings["sampling_rate"]
+
+
+def test_run_caps_only_text_lengths_and_model_card_reads_the_specs(tiny_dir):
+    from multimodal_fusion.hub.upload import model_card
+    from multimodal_fusion.training.arguments import DataArguments, ModelArguments
+    from multimodal_fusion.training.run_fusion import build_processor
+
+    encoders = {"text": str(tiny_dir / "bert"), "vec": {"kind": "features", "input_dim": 3}}
+    processor = build_processor(
+        ModelArguments(encoders=encoders), DataArguments(train_file="unused.csv", max_text_length=5)
+    )
+    assert processor.modalities["text"].max_length == 5  # the tokenizer's limit (64 here) capped
+    assert processor.modalities["vec"].to_dict() == {"kind": "features", "path": None, "input_dim": 3}
+    config = FusionConfig(
+        modalities={
+            "vec": {"kind": "features", "input_dim": 3, "trainable_layers": 0},
+            "photo": {"kind": "image", "module": "torchvision.models:resnet18", "pooling": "mean"},
+        }
+    )
+    card = model_card(config)
+    assert "| `vec` | features | `MLP` | - | 0 |" in card
+    assert "| `photo` | image | `torchvision.models:resnet18` | mean | all |" in card
