@@ -131,6 +131,10 @@ def test_mapping_reads_still_work_with_a_deprecation_warning():
     assert "input_dim" in settings and "sampling_rate" not in settings  # the saved keys, as the former dicts
     with pytest.warns(DeprecationWarning):
         assert dict(settings) == {"kind": "features", "path": None, "input_dim": 5}
+    with pytest.warns(DeprecationWarning):
+        settings["sampling_rate"] = 8000  # any field may be set, as on the dict
+    assert settings.to_dict()["sampling_rate"] == 8000
+    settings.sampling_rate = None
     with pytest.raises(KeyError), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         settings["sampling_rate"]

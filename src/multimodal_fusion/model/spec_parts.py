@@ -59,7 +59,7 @@ class DeprecatedMappingReads:
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._warn(key)
-        if key not in self.keys():
+        if key not in self.field_names():
             raise KeyError(key)
         self._write(key, value)
 
