@@ -79,7 +79,7 @@ def scenario_a(folder: Path, image_size: int, steps: int) -> FusionModel:
         text=texts,
     )
     losses = train_a_few_steps(model, batch, torch.tensor([0, 3, 7, 9]), steps)
-    print(f"scenario A: poolings {[s['pooling'] for s in model.config.modalities.values()]}, loss {losses}")
+    print(f"scenario A: poolings {[s.pooling for s in model.config.modalities.values()]}, loss {losses}")
     model.eval().save_pretrained(folder / "scenario_a")
     reloaded = FusionModel.from_pretrained(
         folder / "scenario_a", encoders={"text": TextEncoder(len(tokenizer))}

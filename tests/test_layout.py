@@ -369,3 +369,71 @@ def test_model_type_checker_catches_comparisons():
         "name = config.model_type\n"
     )
     assert _model_type_comparisons(source) == [1, 2]
+
+
+def _names_a_spec(node: ast.AST) -> bool:
+    """A name or attribute whose identifier contains ``spec`` (``spec``, ``model_spec``, ``self.spec``...)."""
+    identifier = (
+        node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+    )
+    return "spec" in identifier.lower()
+
+
+def _is_modality_entry(node: ast.AST) -> bool:
+    """``<anything>.modalities[<key>]``: one modality's spec of a config or a processor."""
+    return (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "modalities"
+    )
+
+
+def _dict_style_spec_reads(source: str) -> list[int]:
+    """Lines reading (or writing) a modality spec like a dict. A *spec* is a name or attribute whose identifier
+    contains ``spec``, or ``X.modalities[key]``; a *dict-style access* of it is a subscript with a string constant
+    (``spec["kind"]``, ``spec["kind"] = ...``, ``processor.modalities[name]["kind"]``) or a ``.get`` call with a
+    string constant first argument (``spec.get("path")``, ``config.modalities[name].get("pooling")``). Raw user
+    input is parsed into the typed specs where it enters (``from_dict``), under other names."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        target = key = None
+        if isinstance(node, ast.Subscript):
+            target, key = node.value, node.slice
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+        ):
+            target, key = node.func.value, node.args[0]
+        if target is None or not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+            continue
+        if _names_a_spec(target) or _is_modality_entry(target):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_dict_style_spec_reads():
+    """Specs are typed (``ModalitySpec``, ``OwnNetworkSpec``, ``ProcessorSpec``) and read by attribute inside the
+    package; the deprecated mapping reads exist only for code outside it."""
+    bad = []
+    for path in _modules():
+        bad += [f"{path.relative_to(SRC)}:{line}" for line in _dict_style_spec_reads(path.read_text())]
+    assert not bad, "read the spec's attribute instead of `spec[...]` / `spec.get(...)`:\n" + "\n".join(bad)
+
+
+def test_dict_style_spec_checker_catches_the_forms():
+    source = (
+        'a = spec["kind"]\n'
+        'b = spec.get("path")\n'
+        'self.spec["output_dim"] = 3\n'
+        'c = processor.modalities[name]["sampling_rate"]\n'
+        'd = model.config.modalities["image"].get("pooling")\n'
+        'e = model_spec.get("module", None)\n'
+        "ok = spec.kind\n"
+        'ok = processor.modalities["text"].max_length\n'
+        'ok = given.get("path")\n'
+        "ok = spec.get(key)\n"
+        "ok = specs[name]\n"
+    )
+    assert _dict_style_spec_reads(source) == [1, 2, 3, 4, 5, 6]

@@ -81,9 +81,9 @@ def has_random_augmentation(processor: FusionProcessor, name: str) -> bool:
     The package itself never augments (timm image processors run their evaluation transforms); a processor spec or
     sub-processor with a truthy ``augment`` attribute declares augmentation (where an augmentation option would
     set it)."""
-    spec = processor.modalities.get(name, {})
+    spec = processor.modalities.get(name)
     sub = processor.processors.get(name)
-    return bool(spec.get("augment") or getattr(sub, "augment", False))
+    return bool(getattr(spec, "augment", False) or getattr(sub, "augment", False))
 
 
 def processor_settings(processor: FusionProcessor, name: str) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def processor_settings(processor: FusionProcessor, name: str) -> dict[str, Any]:
     sampling rate, text ``max_length``...), ``max_audio_seconds`` and the sub-processor's saved configuration (an
     image processor's / feature extractor's ``to_dict()``; a tokenizer's full ``tokenizer.json`` without the
     truncation/padding state a call leaves behind, plus its special tokens)."""
-    spec = {k: v for k, v in processor.modalities[name].items() if k != "path"}
+    spec = {k: v for k, v in processor.modalities[name].to_dict().items() if k != "path"}
     sub = processor.processors.get(name)
     settings: dict[str, Any] = {"spec": spec, "type": type(sub).__name__ if sub is not None else None}
     if name in processor.audio_modalities:  # waveforms (max_audio_seconds crops them)

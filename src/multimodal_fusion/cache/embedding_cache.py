@@ -112,11 +112,14 @@ def embedding_fingerprint(model: FusionModel, processor: FusionProcessor, name: 
     digest.update(f"multimodal_fusion.cache.embedding_cache v{CACHE_VERSION}|".encode())
     tokens = caches_tokens(model, name)
     keys = ("kind", "layer", "max_tokens", "input_dim", "hidden_sizes", *(() if tokens else ("pooling",)))
-    model_settings = {key: spec.get(key) for key in keys}
+    model_settings = {key: getattr(spec, key) for key in keys}
     model_settings["tokens"] = tokens
-    if spec.get("module"):  # your own network: what it is and which node it reads
-        model_settings.update({key: spec.get(key) for key in ("module", "module_kwargs", "feature_layer")})
-    encoder_config = spec.get("config")
+    network = spec.network
+    if network is not None:  # your own network: what it is and which node it reads
+        model_settings.update(
+            module=network.module, module_kwargs=network.module_kwargs, feature_layer=network.feature_layer
+        )
+    encoder_config = spec.config
     if encoder_config is not None:
         model_settings["encoder_config"] = encoder_config_settings(encoder_config)
     digest.update(stable_json(model_settings).encode())
@@ -146,10 +149,10 @@ def cache_plan(
     plan: dict[str, str | None] = {}
     for name, spec in model.config.modalities.items():
         if any(p.requires_grad for p in model.encoders[name].parameters()):
-            plan[name] = f"its encoder trains (trainable_layers={spec['trainable_layers']!r})"
+            plan[name] = f"its encoder trains (trainable_layers={spec.trainable_layers!r})"
         elif name in model.poolers and any(p.requires_grad for p in model.poolers[name].parameters()):
             plan[name] = (
-                f"its '{spec['pooling']}' pooling has weights that train (pass it in `modalities` to "
+                f"its '{spec.pooling}' pooling has weights that train (pass it in `modalities` to "
                 "`cache_embeddings` to cache its token sequences instead)"
             )
         elif name in unfrozen:

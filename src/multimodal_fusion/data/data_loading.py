@@ -74,7 +74,7 @@ def _kinds(columns: Mapping[str, str], kinds: Mapping[str, str] | FusionProcesso
     out = {}
     for name, column in columns.items():
         if isinstance(kinds, FusionProcessor):
-            kind = kinds.modalities[name]["kind"] if name in kinds.modalities else None
+            kind = kinds.modalities[name].kind if name in kinds.modalities else None
         elif kinds is not None:
             kind = kinds.get(name)
         else:

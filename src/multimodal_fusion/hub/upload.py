@@ -42,7 +42,7 @@ def model_card(
     training: Mapping[str, Any] | None = None,
 ) -> str:
     """Markdown with Hub metadata for a fusion model trained on ``dataset`` with ``metrics``."""
-    encoders = [spec.get("path") for spec in config.modalities.values() if spec.get("path")]
+    encoders = [spec.path for spec in config.modalities.values() if spec.path]
     metadata = {"library_name": "transformers", "tags": ["multimodal-fusion", "multimodal", config.fusion]}
     if encoders:
         metadata["base_model"] = sorted(set(encoders))
@@ -51,10 +51,10 @@ def model_card(
     header = "---\n" + "\n".join(f"{k}: {json.dumps(v)}" for k, v in metadata.items()) + "\n---\n"
     rows = []
     for name, spec in config.modalities.items():
-        encoder = spec.get("module") or spec.get("path")  # your own network: its import path
-        encoder = encoder or (spec["config"].model_type if spec.get("config") is not None else "MLP")
+        encoder = spec.network.module if spec.network is not None else spec.path  # your own network: its path
+        encoder = encoder or (spec.config.model_type if spec.config is not None else "MLP")
         rows.append(
-            f"| `{name}` | {spec['kind']} | `{encoder}` | {spec.get('pooling') or '-'} | {spec['trainable_layers']} |"
+            f"| `{name}` | {spec.kind} | `{encoder}` | {spec.pooling or '-'} | {spec.trainable_layers} |"
         )
     labels = ", ".join(config.id2label[i] for i in sorted(config.id2label)) if config.id2label else "-"
     parts = [

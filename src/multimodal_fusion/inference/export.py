@@ -74,7 +74,7 @@ def example_batch(
     rng = np.random.default_rng(0)
     inputs: dict[str, list[Any]] = {}
     for name, spec in processor.modalities.items():
-        kind = get_kind(spec["kind"])
+        kind = get_kind(spec.kind)
         inputs[name] = [kind.example_sample(spec, i + longer, rng) for i in range(batch_size)]
     first = next(iter(inputs))
     if missing:

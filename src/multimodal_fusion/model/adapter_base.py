@@ -137,7 +137,7 @@ class EncoderAdapter(PrefixRunnerMixin):
     """A transformers encoder: ``AutoModel``-style loading, ``last_hidden_state`` + ``pooler_output``.
 
     Subclasses set the class attributes and override the hooks they need. Instances are cheap, hold the
-    encoder's (tower) config and the modality's spec options, and never own parameters. The ``prefix_*`` hooks
+    encoder's (tower) config and the modality's ``spec`` (the modality's ``ModalitySpec``), and never own parameters. The ``prefix_*`` hooks
     ([`PrefixRunnerMixin`]) enter the family's block stack from cached hidden states (frozen-prefix cache).
     """
 
@@ -163,9 +163,11 @@ class EncoderAdapter(PrefixRunnerMixin):
     supports_layer: ClassVar[bool] = True
     """Whether the spec's ``layer`` (pool an intermediate hidden state) works for this family."""
 
-    def __init__(self, config: PretrainedConfig | None, options: dict[str, Any] | None = None):
+    def __init__(self, config: PretrainedConfig | None, spec: Any = None):
         self.config = config
-        self.options = dict(options or {})
+        self.spec = spec
+        """The modality's ``ModalitySpec`` (read by attribute); ``None`` for an adapter asked about a config
+        alone (its defaults, its processor)."""
 
     @classmethod
     def matches(cls, config: PretrainedConfig | None, kind: str | None = None, spec: Any = None) -> bool:

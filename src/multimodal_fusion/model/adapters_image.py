@@ -44,7 +44,7 @@ class VisionAdapter(EncoderAdapter):
     def forward_kwargs(self, encoder: nn.Module, fields: dict[str, torch.Tensor]) -> dict[str, Any]:
         kwargs = super().forward_kwargs(encoder, fields)
         if _accepts(encoder, "interpolate_pos_encoding"):
-            interpolate = self.options.get("interpolate_pos_encoding")
+            interpolate = self.spec.interpolate_pos_encoding if self.spec is not None else None
             if interpolate is None:
                 size = getattr(self.config, "image_size", None)
                 size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
@@ -333,15 +333,16 @@ class ProbedVisionAdapter(VisionAdapter):
         if spec.output_dim is None:
             probed = self.probe(encoder)
             spec.output_dim = probed.pooler_dim if spec.pooling == "pooler" else probed.hidden_dim
-        self.options.update(pooling=spec.pooling, output_dim=spec.output_dim)
+        self.spec = spec
 
     def output_dim(self, encoder: nn.Module) -> int:
         """The probed width (recorded in the spec as ``output_dim``); the last norm / conv / linear layer's width
         when the encoder cannot run (meta device)."""
-        if self.options.get("output_dim"):
-            return int(self.options["output_dim"])
+        if self.spec is not None and self.spec.output_dim:
+            return int(self.spec.output_dim)
         try:
             probed = self.probe(encoder)
         except (RuntimeError, NotImplementedError, ValueError):
             return last_width(encoder)
-        return probed.pooler_dim if self.options.get("pooling") == "pooler" else probed.hidden_dim
+        pooling = self.spec.pooling if self.spec is not None else None
+        return probed.pooler_dim if pooling == "pooler" else probed.hidden_dim

@@ -7,11 +7,11 @@ only torch, transformers and sibling modules of this folder.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from torch import nn
 from transformers import CONFIG_MAPPING, PretrainedConfig
 
 from .encoder_adapters import adapter_class_for, tower_config
@@ -20,6 +20,7 @@ from .fusions import FUSION_REGISTRY, is_token_level
 from .modality_kind import check_input_dim  # noqa: F401 (re-exported)
 from .modality_kinds import MODALITY_KIND_REGISTRY, get_kind, kind_class_path, kind_names, reads_encoder
 from .pooling_layers import POOLING_REGISTRY
+from .spec_parts import DeprecatedMappingReads, OwnNetworkSpec
 
 MODALITY_KINDS = MODALITY_KIND_REGISTRY
 """What a modality can hold: the registered [`ModalityKind`]s (``image``, ``audio``, ``text``, ``features`` and any
@@ -93,15 +94,35 @@ def resolve_kind(name: str, kind: str | None, has_encoder: bool, input_dim: Any)
     return kind
 
 
+def _moved_to_network(key: str) -> property:
+    """A read-only ``spec.<key>`` for a field that moved to ``spec.network`` (deprecated; ``None`` / the v0.1
+    default without an own network)."""
+
+    def read(self: ModalitySpec) -> Any:
+        warnings.warn(
+            f"`ModalitySpec.{key}` moved to `ModalitySpec.network.{key}` (the own-network part)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._read(key)
+
+    return property(read, doc=f"Deprecated: ``spec.network.{key}``.")
+
+
 @dataclass
-class ModalitySpec:
+class ModalitySpec(DeprecatedMappingReads):
     """One modality of a [`FusionConfig`]: its encoder and how it is pooled and trained (see ``FusionConfig``'s
     ``modalities`` for each field). Build it with [`ModalitySpec.from_dict`], which fills the defaults and
     validates it once; errors name the modality and the field.
 
+    The fields only your own network uses are its typed ``network`` part ([`OwnNetworkSpec`], ``None`` for a
+    pretrained encoder or a ``features`` MLP). ``from_dict`` takes them flat (``module``, ``module_kwargs``...,
+    the saved form) or nested (``network``); ``to_dict`` always writes them flat, so ``config.json`` keeps its
+    v0.1 keys.
+
     Adding a field is one line here (with its default); give it a check in ``_validate`` when it needs one.
-    Mapping-style reads (``spec["kind"]``, ``spec.get("path")``) still work for code written against the
-    former dict form.
+    Mapping-style reads (``spec["kind"]``, ``spec.get("path")``) of the former dict form still work for one
+    release, with a ``DeprecationWarning``.
     """
 
     kind: str | None = None
@@ -116,21 +137,41 @@ class ModalitySpec:
     input_dim: int | None = None
     hidden_sizes: list[int] | None = None
     interpolate_pos_encoding: bool | None = None
-    module: str | None = None
-    module_kwargs: dict[str, Any] | None = None
-    module_from_instance: bool = False
-    weights: str | None = None
-    feature_layer: str | None = None
-    blocks: str | None = None
-    trainable_modules: list[str] | None = None
-    image_size: int | None = None
+    network: OwnNetworkSpec | None = None
     output_dim: int | None = None
     kind_class: str | None = None
 
+    module = _moved_to_network("module")
+    module_kwargs = _moved_to_network("module_kwargs")
+    module_from_instance = _moved_to_network("module_from_instance")
+    weights = _moved_to_network("weights")
+    feature_layer = _moved_to_network("feature_layer")
+    blocks = _moved_to_network("blocks")
+    trainable_modules = _moved_to_network("trainable_modules")
+    image_size = _moved_to_network("image_size")
+
     @classmethod
-    def keys(cls) -> tuple[str, ...]:
-        """The spec's field names (what a spec dict may hold)."""
-        return tuple(f.name for f in fields(cls))
+    def field_names(cls) -> tuple[str, ...]:
+        """The keys of a spec dict, flat: the fields with ``network`` spelled out as its own fields (what
+        ``to_dict`` writes; ``from_dict`` also takes ``network``)."""
+        out: list[str] = []
+        for spec_field in fields(cls):
+            out.extend(OwnNetworkSpec.field_names() if spec_field.name == "network" else (spec_field.name,))
+        return tuple(out)
+
+    def _read(self, key: str) -> Any:
+        if key in OwnNetworkSpec.field_names():
+            network = self.network
+            return getattr(network, key) if network is not None else OwnNetworkSpec.defaults()[key]
+        return getattr(self, key)
+
+    def _write(self, key: str, value: Any) -> None:
+        if key not in OwnNetworkSpec.field_names():
+            setattr(self, key, value)
+        elif self.network is not None:
+            setattr(self.network, key, value)
+        else:
+            raise KeyError(f"{key} (a field of your own network; this modality has no `module`)")
 
     @classmethod
     def from_dict(cls, name: str, spec: Any) -> ModalitySpec:
@@ -155,24 +196,25 @@ class ModalitySpec:
             raise ValueError(
                 f"modality '{name}': spec must be a path string or a dict, got {type(spec).__name__}"
             )
-        unknown = set(spec) - set(cls.keys())
+        unknown = set(spec) - set(cls.field_names()) - {"network"}
         if unknown:
             raise ValueError(
-                f"modality '{name}': unknown spec keys {sorted(unknown)}; allowed: {list(cls.keys())}"
+                f"modality '{name}': unknown spec keys {sorted(unknown)}; allowed: {list(cls.field_names())}"
             )
         values = {key: value for key, value in spec.items() if value is not None}
         values["config"] = _resolve_encoder_config(name, copy.deepcopy(values.get("config")))
-        if values.get("trainable_modules") and "trainable_layers" not in values:
-            values["trainable_layers"] = 0  # naming the submodules that train freezes the rest
+        values["network"] = _network_part(name, values)
+        if values["network"] is not None and values["network"].trainable_modules:
+            values.setdefault("trainable_layers", 0)  # naming the submodules that train freezes the rest
         out = cls(**values)
         out._validate(name)
         return out
 
     def _validate(self, name: str) -> None:
         self.kind_class = kind_class_path(self.kind, self.kind_class)  # a kind registered outside the package
-        if self.module is None:
+        if self.network is None:
             self.kind = resolve_kind(name, self.kind, self.config is not None, self.input_dim)
-        if self.module is not None:
+        if self.network is not None:
             self._validate_module(name)
         elif not reads_encoder(self.kind):
             get_kind(self.kind).validate_spec(name, self)
@@ -216,42 +258,16 @@ class ModalitySpec:
             raise ValueError(f"modality '{name}': `layer` is not supported for timm encoders; leave it None")
 
     def _validate_module(self, name: str) -> None:
-        """Your own network (``module_encoder.py``): an instance is recorded as its class path with
-        ``module_from_instance`` (it is passed back when the model is loaded); the other keys are checked."""
-        if isinstance(self.module, nn.Module):
-            cls = type(self.module)
-            self.module, self.module_from_instance = f"{cls.__module__}:{cls.__qualname__}", True
-        elif (
-            not isinstance(self.module, str) or self.module.count(":") != 1 or not all(self.module.split(":"))
-        ):
-            raise ValueError(
-                f"modality '{name}': `module` must be an nn.Module or an import path 'package.module:factory', "
-                f"got {self.module!r}"
-            )
+        """Your own network (``module_encoder.py``; its own fields are checked by ``OwnNetworkSpec``): a kind,
+        positive widths, ``feature_layer`` instead of ``layer``, a registered pooling."""
         if self.kind not in MODALITY_KIND_REGISTRY:
             raise ValueError(
                 f"modality '{name}': a `module` encoder needs `kind`, one of {kind_names()}; got {self.kind!r}"
             )
-        if self.module_kwargs is not None and not isinstance(self.module_kwargs, Mapping):
-            raise ValueError(f"modality '{name}': `module_kwargs` must be a dict of constructor arguments")
-        self.module_kwargs = dict(self.module_kwargs or {})
-        self.module_from_instance = bool(self.module_from_instance)
-        for key in ("feature_layer", "blocks"):
-            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
-                raise ValueError(f"modality '{name}': `{key}` must be a module name like 'avgpool'")
-        modules = (
-            [self.trainable_modules] if isinstance(self.trainable_modules, str) else self.trainable_modules
-        )
-        if modules is not None and (
-            not isinstance(modules, (list, tuple)) or not all(isinstance(m, str) and m for m in modules)
-        ):
-            raise ValueError(f"modality '{name}': `trainable_modules` must be a list of submodule names")
-        self.trainable_modules = list(modules or [])
-        for key in ("image_size", "output_dim", "input_dim"):
+        for key in ("output_dim", "input_dim"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ValueError(f"modality '{name}': `{key}` must be a positive integer, got {value!r}")
-        self.weights = None if self.weights is None else str(self.weights)
         if self.layer is not None:
             raise ValueError(f"modality '{name}': a `module` encoder picks its output with `feature_layer`")
         if self.pooling is not None and self.pooling not in POOLING_REGISTRY:
@@ -260,8 +276,10 @@ class ModalitySpec:
             )
 
     def to_dict(self, serializable: bool = True) -> dict[str, Any]:
-        """Every field; with ``serializable`` the encoder config as a JSON-able dict (with ``model_type``)."""
-        out = {key: getattr(self, key) for key in self.keys()}
+        """Every field, flat (``network``'s fields at the top level, their defaults for a pretrained encoder);
+        with ``serializable`` the encoder config as a JSON-able dict (with ``model_type``)."""
+        network = self.network.to_dict() if self.network is not None else OwnNetworkSpec.defaults()
+        out = {key: network[key] if key in network else getattr(self, key) for key in self.field_names()}
         if serializable and isinstance(self.config, PretrainedConfig):
             out["config"] = self.config.to_dict()
             out["config"].pop("transformers_version", None)
@@ -275,16 +293,36 @@ class ModalitySpec:
         out.config = config if get_kind(out.kind).has_encoder else None
         return out
 
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.keys():
-            raise KeyError(key)
-        return getattr(self, key)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in self.keys() else default
+def _network_part(name: str, values: dict[str, Any]) -> OwnNetworkSpec | None:
+    """Pop the own-network fields of a spec dict (flat, or nested as ``network``) into an [`OwnNetworkSpec`];
+    ``None`` without ``module``.
+
+    Raises:
+        ValueError: naming the modality: both forms given, or an own-network field set without ``module``.
+    """
+    flat = {key: values.pop(key) for key in OwnNetworkSpec.field_names() if key in values}
+    nested = values.pop("network", None)
+    if isinstance(nested, OwnNetworkSpec):
+        nested = nested.to_dict()
+    if nested is not None and not isinstance(nested, Mapping):
+        raise ValueError(f"modality '{name}': `network` must be a dict of own-network fields")
+    if nested is not None and flat:
+        raise ValueError(
+            f"modality '{name}': give the own-network fields either flat or under `network`, not both "
+            f"(flat: {sorted(flat)})"
+        )
+    given = dict(nested if nested is not None else flat)
+    if given.get("module") is None:
+        defaults = OwnNetworkSpec.defaults()
+        stray = sorted(key for key, value in given.items() if value is not None and value != defaults[key])
+        if stray:
+            raise ValueError(f"modality '{name}': {stray} describe your own network; give `module` too")
+        return None
+    return OwnNetworkSpec.from_dict(name, given)
 
 
-SPEC_KEYS = ModalitySpec.keys()
+SPEC_KEYS = ModalitySpec.field_names()
 """Keys a per-modality spec may hold (see ``FusionConfig``)."""
 
 
@@ -395,7 +433,9 @@ class FusionConfig(PretrainedConfig):
         if isinstance(
             modalities, (list, tuple)
         ):  # the saved form: JSON sorts dict keys, a list keeps the order
-            modalities = {spec["name"]: {k: v for k, v in spec.items() if k != "name"} for spec in modalities}
+            modalities = {
+                saved["name"]: {k: v for k, v in saved.items() if k != "name"} for saved in modalities
+            }
         if not isinstance(modalities, dict) or not modalities:
             raise ValueError("`modalities` must be a non-empty dict of modality name -> spec")
         for name in modalities:

@@ -102,14 +102,14 @@ class FeaturesAdapter(EncoderAdapter):
         return EncoderLayout(blocks=[[n for n, _ in encoder.named_parameters()]])
 
     def build(self) -> nn.Module:
-        return FeatureEncoder(self.options["input_dim"], self.options["hidden_sizes"])
+        return FeatureEncoder(self.spec.input_dim, self.spec.hidden_sizes)
 
     def output_dim(self, encoder: nn.Module) -> int:
         return encoder.output_dim
 
     def check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
         value = fields.get("values")
-        dim = self.options["input_dim"]
+        dim = self.spec.input_dim
         if value is not None and (value.dim() != 2 or value.shape[1] != dim):
             raise ValueError(
                 f"modality '{name}' (features): field '{name}_values' must be [batch, {dim}] floats, "
@@ -185,4 +185,4 @@ def infer_kind(config: PretrainedConfig) -> str | None:
 
 def adapter_for(spec: Any) -> EncoderAdapter:
     """The adapter of a normalised modality spec (``kind``, ``config``, ``module`` and the spec options)."""
-    return adapter_class_for(spec.get("config"), spec.get("kind"), spec)(spec.get("config"), spec)
+    return adapter_class_for(spec.config, spec.kind, spec)(spec.config, spec)

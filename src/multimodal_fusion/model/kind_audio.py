@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,6 +28,9 @@ from .modality_kind import (
     processing_module,
     register_modality_kind,
 )
+
+if TYPE_CHECKING:
+    from .spec_parts import OwnNetworkSpec, ProcessorSpec
 
 
 @register_modality_kind("audio")
@@ -50,47 +53,47 @@ class AudioKind(ModalityKind):
 
         return super().accepts_processor(processor) and not isinstance(processor, BaseImageProcessor)
 
-    def needs_processor(self, spec: Mapping[str, Any]) -> bool:
-        return not spec.get("frames")  # precomputed frames have none
+    def needs_processor(self, spec: ProcessorSpec) -> bool:
+        return not spec.frames  # precomputed frames have none
 
-    def is_waveform(self, spec: Mapping[str, Any]) -> bool:
-        return not spec.get("frames")
+    def is_waveform(self, spec: ProcessorSpec) -> bool:
+        return not spec.frames
 
     def load_processor(self, path: str, **kwargs: Any) -> Any:
         from transformers import AutoFeatureExtractor
 
         return AutoFeatureExtractor.from_pretrained(path, **kwargs)
 
-    def processor_settings(self, name: str, spec: Mapping[str, Any], processor: Any) -> dict[str, Any]:
+    def processor_settings(self, name: str, spec: ProcessorSpec, processor: Any) -> dict[str, Any]:
         if processor is None:
-            return {"input_dim": check_input_dim(name, spec.get("input_dim")), "frames": True}
+            return {"input_dim": check_input_dim(name, spec.input_dim), "frames": True}
         rate = getattr(processor, "sampling_rate", None)
         if not isinstance(rate, int) or rate <= 0:
             raise ValueError(f"modality '{name}': the feature extractor has no `sampling_rate`")
-        return {"sampling_rate": rate, "min_audio_samples": int(spec.get("min_audio_samples") or 1)}
+        return {"sampling_rate": rate, "min_audio_samples": int(spec.min_audio_samples or 1)}
 
-    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, adapter: Any) -> dict[str, Any]:
-        return {"min_audio_samples": spec.get("min_audio_samples") or adapter.min_audio_samples()}
+    def encoder_settings(self, spec: ProcessorSpec, processor: Any, adapter: Any) -> dict[str, Any]:
+        return {"min_audio_samples": spec.min_audio_samples or adapter.min_audio_samples()}
 
     def module_processor_settings(
-        self, name: str, spec: Mapping[str, Any], **hub_kwargs: Any
+        self, name: str, spec: ProcessorSpec, processor: Any, network: OwnNetworkSpec, **hub_kwargs: Any
     ) -> dict[str, Any]:
-        if spec.get("processor") is None and not spec.get("path"):
-            if not spec.get("input_dim"):
+        if processor is None and not spec.path:
+            if not spec.input_dim:
                 raise ValueError(
                     f"modality '{name}': give `input_dim` (the width of each frame) or, for audio, a feature "
                     "extractor (`processor` or `path`)"
                 )
-            return {"input_dim": spec["input_dim"], "frames": True}
-        return super().module_processor_settings(name, spec, **hub_kwargs)
+            return {"input_dim": spec.input_dim, "frames": True}
+        return super().module_processor_settings(name, spec, processor, network, **hub_kwargs)
 
-    def gives_frames(self, spec: Mapping[str, Any], processor: Any) -> bool:
+    def gives_frames(self, spec: ProcessorSpec, processor: Any) -> bool:
         """Whether the modality yields ``input_features`` frames (precomputed, or from its feature extractor)."""
-        return bool(spec.get("frames")) or "input_features" in getattr(processor, "model_input_names", ())
+        return bool(spec.frames) or "input_features" in getattr(processor, "model_input_names", ())
 
-    def processor_fields(self, spec: Mapping[str, Any], processor: Any) -> tuple[str, ...]:
-        if spec.get("input_fields"):
-            return tuple(spec["input_fields"])
+    def processor_fields(self, spec: ProcessorSpec, processor: Any) -> tuple[str, ...]:
+        if spec.input_fields:
+            return tuple(spec.input_fields)
         return sum(self.module_fields if self.gives_frames(spec, processor) else self.batch_fields, ())
 
     # ------------------------------------------------------------------ samples
@@ -101,22 +104,22 @@ class AudioKind(ModalityKind):
     def decode(self, processor: Any, name: str, value: Any, options: Mapping[str, Any]) -> Any:
         """Precomputed frames: float32 ``[T, input_dim]``; else a float32 mono waveform at the extractor's rate."""
         spec = processor.modalities[name]
-        if spec.get("frames"):
+        if spec.frames:
             decode_frames = processing_module("module_processing").decode_frames
 
-            return decode_frames(spec["input_dim"], value)
+            return decode_frames(spec.input_dim, value)
         decode_audio = processing_module("audio_decoding").decode_audio
 
         rate = options.get("sampling_rate")
         rate = rate.get(name) if isinstance(rate, Mapping) else rate
-        target = spec["sampling_rate"]
+        target = spec.sampling_rate
         seconds = processor.max_audio_seconds_of(name)
         return decode_audio(
             value,
             target,
             sampling_rate=rate,
             max_samples=None if seconds is None else max(1, math.floor(seconds * target)),
-            min_samples=spec.get("min_audio_samples") or 1,
+            min_samples=spec.min_audio_samples or 1,
         )
 
     def batch(self, processor: Any, name: str, samples: list[Any]) -> dict[str, tuple[torch.Tensor, Any]]:
@@ -124,32 +127,27 @@ class AudioKind(ModalityKind):
 
         spec, extractor = processor.modalities[name], processor.processors[name]
         fields = self.processor_fields(spec, extractor)
-        if (
-            spec.get("frames")
-            or not samples
-            and not spec.get("input_fields")
-            and fields[0] == "input_features"
-        ):
-            return batch_frames(samples, spec.get("input_dim") or extractor.feature_size)  # your own network
+        if spec.frames or not samples and not spec.input_fields and fields[0] == "input_features":
+            return batch_frames(samples, spec.input_dim or extractor.feature_size)  # your own network
         if not samples:  # an all-missing batch: placeholders for waveform encoders only
             empty = {
                 "input_values": torch.zeros(0, 1),
                 "attention_mask": torch.zeros(0, 1, dtype=torch.int32),
             }
             return {k: (v, 0) for k, v in empty.items()} if fields[0] == "input_values" else {}
-        call_kwargs = spec.get("call_kwargs") or {"padding": True, "return_attention_mask": True}
-        out = extractor(samples, sampling_rate=spec["sampling_rate"], return_tensors="pt", **call_kwargs)
+        call_kwargs = spec.call_kwargs or {"padding": True, "return_attention_mask": True}
+        out = extractor(samples, sampling_rate=spec.sampling_rate, return_tensors="pt", **call_kwargs)
         if fields[0] not in out:
             raise ValueError(
                 f"modality '{name}': the feature extractor returned {sorted(out)}; the encoder takes '{fields[0]}'"
             )
         return {field: (torch.as_tensor(out[field]), 0) for field in fields if field in out}
 
-    def example_sample(self, spec: Mapping[str, Any], length: int, rng: Any) -> Any:
+    def example_sample(self, spec: ProcessorSpec, length: int, rng: Any) -> Any:
         """``0.2 + 0.1 * length`` seconds of noise at the feature extractor's rate (frames for your own network)."""
-        if spec.get("frames"):
-            return rng.standard_normal((4 + 2 * length, spec["input_dim"])).astype("float32")
-        rate = spec["sampling_rate"]
+        if spec.frames:
+            return rng.standard_normal((4 + 2 * length, spec.input_dim)).astype("float32")
+        rate = spec.sampling_rate
         return {
             "array": rng.standard_normal(int(rate * (0.2 + 0.1 * length))).astype("float32"),
             "sampling_rate": rate,

@@ -6,7 +6,7 @@ hidden states: token-level fusions see the encoded vector as one token.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from .modality_kind import (
     register_modality_kind,
 )
 
+if TYPE_CHECKING:
+    from .spec_parts import OwnNetworkSpec, ProcessorSpec
+
 
 @register_modality_kind("features")
 class FeaturesKind(ModalityKind):
@@ -32,21 +35,21 @@ class FeaturesKind(ModalityKind):
     pooled_only = True
     processor_description = "no processor"
 
-    def needs_processor(self, spec: Mapping[str, Any]) -> bool:
+    def needs_processor(self, spec: ProcessorSpec) -> bool:
         return False
 
-    def processor_settings(self, name: str, spec: Mapping[str, Any], processor: Any) -> dict[str, Any]:
-        return {"input_dim": check_input_dim(name, spec.get("input_dim"))}
+    def processor_settings(self, name: str, spec: ProcessorSpec, processor: Any) -> dict[str, Any]:
+        return {"input_dim": check_input_dim(name, spec.input_dim)}
 
     def module_processor_settings(
-        self, name: str, spec: Mapping[str, Any], **hub_kwargs: Any
+        self, name: str, spec: ProcessorSpec, processor: Any, network: OwnNetworkSpec, **hub_kwargs: Any
     ) -> dict[str, Any]:
-        if not spec.get("input_dim"):
+        if not spec.input_dim:
             raise ValueError(
                 f"modality '{name}': give `input_dim` (the width of each vector) or, for audio, a feature "
                 "extractor (`processor` or `path`)"
             )
-        return {"input_dim": spec["input_dim"]}
+        return {"input_dim": spec.input_dim}
 
     def validate_spec(self, name: str, spec: Any) -> None:
         """``input_dim`` a positive integer; ``hidden_sizes`` (default ``[input_dim]``) positive integers; no
@@ -71,17 +74,17 @@ class FeaturesKind(ModalityKind):
     def decode(self, processor: Any, name: str, value: Any, options: Mapping[str, Any]) -> Any:
         """A finite float32 ``[input_dim]`` vector."""
         decode_vector = processing_module("module_processing").decode_vector
-        return decode_vector(processor.modalities[name]["input_dim"], value)
+        return decode_vector(processor.modalities[name].input_dim, value)
 
     def batch(self, processor: Any, name: str, samples: list[Any]) -> dict[str, tuple[torch.Tensor, Any]]:
-        dim = processor.modalities[name]["input_dim"]
+        dim = processor.modalities[name].input_dim
         if not samples:
             return {"values": (torch.zeros(0, dim), 0)}
         return {"values": (torch.stack([torch.from_numpy(vector) for vector in samples]).float(), 0)}
 
-    def example_sample(self, spec: Mapping[str, Any], length: int, rng: Any) -> Any:
+    def example_sample(self, spec: ProcessorSpec, length: int, rng: Any) -> Any:
         """A standard-normal ``[input_dim]`` vector."""
-        return rng.standard_normal(spec["input_dim"]).astype("float32")
+        return rng.standard_normal(spec.input_dim).astype("float32")
 
     def module_example_inputs(self, name: str, spec: Any, network: nn.Module) -> dict[str, torch.Tensor]:
         return {"values": torch.zeros(2, module_input_width(name, spec, network))}

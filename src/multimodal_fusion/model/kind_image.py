@@ -16,12 +16,15 @@ import json
 import os
 from collections.abc import Mapping
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .modality_kind import ModalityKind, processing_module, register_modality_kind
+
+if TYPE_CHECKING:
+    from .spec_parts import OwnNetworkSpec, ProcessorSpec
 
 TIMM_CONFIG_NAME = "config.json"
 """A timm image processor is saved as a timm-format ``config.json`` (``architecture`` + ``pretrained_cfg``):
@@ -80,8 +83,8 @@ class ImageKind(ModalityKind):
 
         return AutoImageProcessor.from_pretrained(path, **kwargs)
 
-    def load_saved_processor(self, path: str, spec: Mapping[str, Any], subfolder: str, **kwargs: Any) -> Any:
-        if spec.get("timm"):
+    def load_saved_processor(self, path: str, spec: ProcessorSpec, subfolder: str, **kwargs: Any) -> Any:
+        if spec.timm:
             from transformers.utils import cached_file
 
             file = cached_file(path, TIMM_CONFIG_NAME, subfolder=subfolder, **kwargs)
@@ -91,9 +94,9 @@ class ImageKind(ModalityKind):
                 return timm_processor(SimpleNamespace(**json.load(handle)))
         return self.load_processor(path, subfolder=subfolder, **kwargs)
 
-    def save_processor(self, processor: Any, spec: Mapping[str, Any], folder: str) -> list[str]:
+    def save_processor(self, processor: Any, spec: ProcessorSpec, folder: str) -> list[str]:
         """Write the sub-processor's files into ``folder``; returns them (a timm one as its ``config.json``)."""
-        if not spec.get("timm"):
+        if not spec.timm:
             return [str(f) for f in processor.save_pretrained(folder) or []]
         file = os.path.join(folder, TIMM_CONFIG_NAME)
         timm_config = {
@@ -105,7 +108,7 @@ class ImageKind(ModalityKind):
             json.dump(timm_config, handle, indent=2)
         return [file]
 
-    def processor_settings(self, name: str, spec: Mapping[str, Any], processor: Any) -> dict[str, Any]:
+    def processor_settings(self, name: str, spec: ProcessorSpec, processor: Any) -> dict[str, Any]:
         helpers = processing_module("image_decoding")
         normalize_bit_depth, normalize_input_data_format = (
             helpers.normalize_bit_depth,
@@ -114,8 +117,8 @@ class ImageKind(ModalityKind):
 
         out: dict[str, Any] = {"timm": type(processor).__name__ == "TimmWrapperImageProcessor"}
         try:
-            input_data_format = normalize_input_data_format(spec.get("input_data_format"))
-            bit_depth = normalize_bit_depth(spec.get("image_bit_depth"))
+            input_data_format = normalize_input_data_format(spec.input_data_format)
+            bit_depth = normalize_bit_depth(spec.image_bit_depth)
         except ValueError as error:
             raise ValueError(f"modality '{name}': {error}") from None
         if input_data_format is not None:
@@ -124,21 +127,20 @@ class ImageKind(ModalityKind):
             out["image_bit_depth"] = bit_depth
         return out
 
-    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, adapter: Any) -> dict[str, Any]:
-        return {
-            key: spec[key] for key in ("input_data_format", "image_bit_depth") if spec.get(key) is not None
-        }
+    def encoder_settings(self, spec: ProcessorSpec, processor: Any, adapter: Any) -> dict[str, Any]:
+        given = {"input_data_format": spec.input_data_format, "image_bit_depth": spec.image_bit_depth}
+        return {key: value for key, value in given.items() if value is not None}
 
     def module_processor_settings(
-        self, name: str, spec: Mapping[str, Any], **hub_kwargs: Any
+        self, name: str, spec: ProcessorSpec, processor: Any, network: OwnNetworkSpec, **hub_kwargs: Any
     ) -> dict[str, Any]:
-        processor, path = spec.get("processor"), spec.get("path")
+        path = spec.path
         if processor is None and path:
             processor = self.load_processor(str(path), **hub_kwargs)
         if processor is None:
             default_image_processor = processing_module("module_processing").default_image_processor
 
-            processor = default_image_processor(spec.get("image_size"))
+            processor = default_image_processor(network.image_size)
         return {"processor": processor}
 
     # ------------------------------------------------------------------ samples
@@ -147,9 +149,9 @@ class ImageKind(ModalityKind):
         decode_image = processing_module("image_decoding").decode_image
 
         spec = processor.modalities[name]
-        layout = _for_modality(options.get("input_data_format"), name) or spec.get("input_data_format")
+        layout = _for_modality(options.get("input_data_format"), name) or spec.input_data_format
         depth = _for_modality(options.get("image_bit_depth"), name)
-        return decode_image(value, layout, bit_depth=spec.get("image_bit_depth") if depth is None else depth)
+        return decode_image(value, layout, bit_depth=spec.image_bit_depth if depth is None else depth)
 
     def batch(self, processor: Any, name: str, samples: list[Any]) -> dict[str, tuple[torch.Tensor, Any]]:
         """The family's fields (its adapter's ``input_fields``, saved with the processor; else ``pixel_values``)
@@ -180,7 +182,7 @@ class ImageKind(ModalityKind):
         for field, value in out.items():
             shapes[_shape_key(name, field)] = value.shape[1:]
 
-    def example_sample(self, spec: Mapping[str, Any], length: int, rng: Any) -> Any:
+    def example_sample(self, spec: ProcessorSpec, length: int, rng: Any) -> Any:
         """An RGB image of height ``40 + 8 * length``."""
         pixels = rng.integers(0, 255, (40 + 8 * length, 48, 3), dtype="uint8")
         return processing_module("image_decoding").decode_image(pixels)
@@ -194,5 +196,5 @@ class ImageKind(ModalityKind):
         return pooled_grid_tokens(hidden, mask, max_tokens, grid)
 
     def module_example_inputs(self, name: str, spec: Any, network: nn.Module) -> dict[str, torch.Tensor]:
-        size = spec.image_size or 64
+        size = spec.network.image_size or 64
         return {"pixel_values": torch.zeros(2, 3, size, size)}

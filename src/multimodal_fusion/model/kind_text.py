@@ -10,7 +10,7 @@ keeps the first ``max_tokens`` valid tokens.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,6 +18,10 @@ from torch import nn
 from .bad_samples import BadSampleError
 from .input_validation import InputLimits, check_token_ids, text_input_limits
 from .modality_kind import ModalityKind, register_modality_kind
+from .spec_parts import AUTO
+
+if TYPE_CHECKING:
+    from .spec_parts import OwnNetworkSpec, ProcessorSpec
 
 _VERY_LARGE_MAX_LENGTH = 10**6
 
@@ -70,28 +74,28 @@ class TextKind(ModalityKind):
 
         return AutoTokenizer.from_pretrained(path, **kwargs)
 
-    def load_saved_processor(self, path: str, spec: Mapping[str, Any], subfolder: str, **kwargs: Any) -> Any:
+    def load_saved_processor(self, path: str, spec: ProcessorSpec, subfolder: str, **kwargs: Any) -> Any:
         from transformers import AutoTokenizer, PretrainedConfig
 
         # a bare config: the sub-folder holds no model config.json, which AutoTokenizer would look up
         return AutoTokenizer.from_pretrained(path, subfolder=subfolder, config=PretrainedConfig(), **kwargs)
 
-    def processor_settings(self, name: str, spec: Mapping[str, Any], processor: Any) -> dict[str, Any]:
-        max_length = spec.get("max_length", "auto")
-        ensure_pad_token(name, processor)
-        return {"max_length": text_max_length(processor, None) if max_length == "auto" else max_length}
+    def processor_settings(self, name: str, spec: ProcessorSpec, processor: Any) -> dict[str, Any]:
+        ensure_pad_token(name, processor)  # max_length "auto" (not given): the tokenizer's own limit
+        max_length = spec.max_length
+        return {"max_length": text_max_length(processor, None) if max_length == AUTO else max_length}
 
-    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, adapter: Any) -> dict[str, Any]:
+    def encoder_settings(self, spec: ProcessorSpec, processor: Any, adapter: Any) -> dict[str, Any]:
         return {
-            "max_length": spec.get("max_length") or text_max_length(processor, adapter.max_text_positions())
+            "max_length": spec.settled_max_length or text_max_length(processor, adapter.max_text_positions())
         }
 
     def module_processor_settings(
-        self, name: str, spec: Mapping[str, Any], **hub_kwargs: Any
+        self, name: str, spec: ProcessorSpec, processor: Any, network: OwnNetworkSpec, **hub_kwargs: Any
     ) -> dict[str, Any]:
-        out = super().module_processor_settings(name, spec, **hub_kwargs)
-        if spec.get("max_length"):
-            out["max_length"] = spec["max_length"]
+        out = super().module_processor_settings(name, spec, processor, network, **hub_kwargs)
+        if spec.settled_max_length:
+            out["max_length"] = spec.settled_max_length
         return out
 
     # ------------------------------------------------------------------ samples
@@ -103,8 +107,8 @@ class TextKind(ModalityKind):
     def batch(self, processor: Any, name: str, samples: list[Any]) -> dict[str, tuple[torch.Tensor, Any]]:
         tokenizer, spec = processor.processors[name], processor.modalities[name]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        max_length = spec.get("max_length")
-        wanted = spec.get("input_fields") or ("input_ids", "attention_mask", "token_type_ids")
+        max_length = spec.settled_max_length
+        wanted = spec.input_fields or ("input_ids", "attention_mask", "token_type_ids")
         if not samples:
             fields = ["input_ids", "attention_mask"]
             if "token_type_ids" in tokenizer.model_input_names:
@@ -114,7 +118,7 @@ class TextKind(ModalityKind):
                 f: (torch.zeros(0, 1, dtype=torch.long), pad_id if f == "input_ids" else 0) for f in fields
             }
         call_kwargs = dict(padding=True, truncation=max_length is not None, max_length=max_length)
-        call_kwargs.update(return_attention_mask=True, **(spec.get("call_kwargs") or {}))
+        call_kwargs.update(return_attention_mask=True, **(spec.call_kwargs or {}))
         out = tokenizer(samples, return_tensors="pt", **call_kwargs)
         return {
             field: (torch.as_tensor(out[field]), pad_id if field == "input_ids" else 0)
@@ -122,7 +126,7 @@ class TextKind(ModalityKind):
             if field in out
         }
 
-    def example_sample(self, spec: Mapping[str, Any], length: int, rng: Any) -> str:
+    def example_sample(self, spec: ProcessorSpec, length: int, rng: Any) -> str:
         """``length + 1`` times "a short sample"."""
         return " ".join(["a short sample"] * (length + 1))
 

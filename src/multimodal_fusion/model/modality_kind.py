@@ -28,7 +28,7 @@ Adding a kind is one file with one class and its registration (``docs/architectu
 @register_modality_kind("counts")
 class CountsKind(FeaturesKind):
     def decode(self, processor, name, value, options):
-        return np.bincount(value, minlength=processor.modalities[name]["input_dim"]).astype("float32")
+        return np.bincount(value, minlength=processor.modalities[name].input_dim).astype("float32")
 ```
 """
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -44,14 +44,18 @@ from torch import nn
 from .input_validation import InputLimits, check_attention_mask, check_finite
 from .registry import Registry
 
+if TYPE_CHECKING:
+    from .spec_parts import OwnNetworkSpec, ProcessorSpec
+
 MODALITY_KIND_REGISTRY: Registry[type[ModalityKind]] = Registry("modality kind", attribute="name")
 """Kind name -> [`ModalityKind`] class. Filled by explicit imports in ``modality_kinds``."""
 
 
 class ModalityKind:
     """One modality kind (see the module docstring). Methods take the modality ``name`` for error messages;
-    ``spec`` is the processor's per-modality settings dict (``FusionProcessor.modalities[name]``) or a
-    ``ModalitySpec``, both read with ``spec.get``.
+    ``spec`` is the processor's per-modality settings (a ``ProcessorSpec``, ``FusionProcessor.modalities[name]``;
+    while a processor is built, the settings asked for) or, on the model side, a ``ModalitySpec``; both are read
+    by attribute.
     """
 
     name: str = ""
@@ -89,16 +93,16 @@ class ModalityKind:
                 return True
         return False
 
-    def needs_processor(self, spec: Mapping[str, Any]) -> bool:
+    def needs_processor(self, spec: ProcessorSpec) -> bool:
         """Whether this modality has a sub-processor (vectors and precomputed frames have none)."""
         return True
 
-    def is_waveform(self, spec: Mapping[str, Any]) -> bool:
+    def is_waveform(self, spec: ProcessorSpec) -> bool:
         """Whether raw samples are waveforms with a sampling rate (``sampling_rate`` / ``max_audio_seconds``
         apply)."""
         return False
 
-    def processor_settings(self, name: str, spec: Mapping[str, Any], processor: Any) -> dict[str, Any]:
+    def processor_settings(self, name: str, spec: ProcessorSpec, processor: Any) -> dict[str, Any]:
         """The saved settings of a modality given a checked sub-processor (``FusionProcessor(...)``).
 
         Raises:
@@ -106,7 +110,7 @@ class ModalityKind:
         """
         return {}
 
-    def encoder_settings(self, spec: Mapping[str, Any], processor: Any, adapter: Any) -> dict[str, Any]:
+    def encoder_settings(self, spec: ProcessorSpec, processor: Any, adapter: Any) -> dict[str, Any]:
         """Settings read from the encoder's family ``adapter`` when the processor is built with ``from_encoders``
         (the text length limit, the audio receptive field...), before ``processor_settings`` checks them."""
         return {}
@@ -116,22 +120,28 @@ class ModalityKind:
         with its own, e.g. timm, overrides it there)."""
         raise ValueError(f"kind '{self.name}' has no sub-processor to load from '{path}'")
 
-    def load_saved_processor(self, path: str, spec: Mapping[str, Any], subfolder: str, **kwargs: Any) -> Any:
+    def load_saved_processor(self, path: str, spec: ProcessorSpec, subfolder: str, **kwargs: Any) -> Any:
         """The sub-processor saved by ``FusionProcessor.save_pretrained`` in ``subfolder`` (``None`` when the
         modality has none)."""
         if not self.needs_processor(spec):
             return None
         return self.load_processor(path, subfolder=subfolder, **kwargs)
 
-    def save_processor(self, processor: Any, spec: Mapping[str, Any], folder: str) -> list[str]:
+    def save_processor(self, processor: Any, spec: ProcessorSpec, folder: str) -> list[str]:
         """Write the sub-processor's files into ``folder`` (``FusionProcessor.save_pretrained``); returns them."""
         return [str(f) for f in processor.save_pretrained(folder) or []]
 
     def module_processor_settings(
-        self, name: str, spec: Mapping[str, Any], **hub_kwargs: Any
+        self, name: str, spec: ProcessorSpec, processor: Any, network: OwnNetworkSpec, **hub_kwargs: Any
     ) -> dict[str, Any]:
-        """The processor settings (with ``processor``) of your own network of this kind (``module`` encoders)."""
-        processor, path = spec.get("processor"), spec.get("path")
+        """The processor settings (with ``processor``) of your own network of this kind (``module`` encoders):
+        ``spec`` the settings asked for, ``processor`` the given sub-processor (or ``None``), ``network`` the
+        network's own fields (``image_size``...).
+
+        Raises:
+            ValueError: naming the modality, when the kind needs a sub-processor and none is given or found.
+        """
+        path = spec.path
         if processor is None and path:
             processor = self.load_processor(str(path), **hub_kwargs)
         if processor is None:
@@ -141,10 +151,10 @@ class ModalityKind:
             )
         return {"processor": processor}
 
-    def processor_fields(self, spec: Mapping[str, Any], processor: Any) -> tuple[str, ...]:
+    def processor_fields(self, spec: ProcessorSpec, processor: Any) -> tuple[str, ...]:
         """Batch fields the sub-processor yields: the encoder family's saved ``input_fields``, else the kind's."""
-        if spec.get("input_fields"):
-            return tuple(spec["input_fields"])
+        if spec.input_fields:
+            return tuple(spec.input_fields)
         return sum(self.batch_fields, ())
 
     # ------------------------------------------------------------------ samples
@@ -164,7 +174,7 @@ class ModalityKind:
         zero-row tensors that give the placeholder's shape."""
         raise NotImplementedError
 
-    def example_sample(self, spec: Mapping[str, Any], length: int, rng: Any) -> Any:
+    def example_sample(self, spec: ProcessorSpec, length: int, rng: Any) -> Any:
         """A synthetic raw sample (``length`` scales its size) for tracing an export."""
         raise NotImplementedError(f"kind '{self.name}' has no example sample")
 

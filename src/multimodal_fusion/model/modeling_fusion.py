@@ -187,6 +187,13 @@ def load_encoder(
     return model, kind
 
 
+def _spec_dict(entry: Any) -> dict[str, Any]:
+    """A ``from_encoders`` entry as a plain spec dict: a path string, a dict, or a ``ModalitySpec`` (its fields)."""
+    if isinstance(entry, ModalitySpec):
+        return entry.to_dict(serializable=False)
+    return {"path": entry} if isinstance(entry, str) else dict(entry)
+
+
 def _build_encoder(
     name: str, spec: ModalitySpec, adapter: EncoderAdapter, given: nn.Module | None
 ) -> nn.Module:
@@ -194,7 +201,7 @@ def _build_encoder(
     (given its spec's config object), or built from the config; adjusted by its family adapter, which also fills
     what the spec leaves to the built encoder (e.g. the probed default pooling of a generic family)."""
     encoder = given
-    if spec.module is not None:  # your own network: built, passed back (or built by from_encoders)
+    if spec.network is not None:  # your own network: built, passed back (or built by from_encoders)
         encoder = build_module_encoder(name, spec, encoder)
     elif encoder is None:
         encoder = adapter.build()
@@ -364,25 +371,33 @@ class FusionModel(
         """
         specs: dict[str, dict[str, Any] | ModalitySpec] = {}
         models: dict[str, nn.Module] = {}
-        for name, spec in encoders.items():
-            spec = {"path": spec} if isinstance(spec, str) else dict(spec)
+        for name, entry in encoders.items():
+            given = _spec_dict(entry)  # the user's dict, read here and validated by ModalitySpec.from_dict
             if isinstance(trainable_layers, Mapping):
                 if name in trainable_layers:
-                    spec["trainable_layers"] = trainable_layers[name]
+                    given["trainable_layers"] = trainable_layers[name]
             elif trainable_layers is not None:
-                spec["trainable_layers"] = trainable_layers
-            if spec.get("module") is not None:  # your own network: weights loaded here, into the full network
-                instance = spec["module"] if isinstance(spec["module"], nn.Module) else None
-                spec = ModalitySpec.from_dict(name, spec)
-                models[name] = build_module_encoder(name, spec, instance, load_weights=True)
-            elif reads_encoder(spec.get("kind")) and spec.get("config") is None:
-                if not spec.get("path"):
+                given["trainable_layers"] = trainable_layers
+            module = given.get("module")
+            if module is None and isinstance(given.get("network"), Mapping):
+                module = given["network"].get("module")
+            if module is not None:  # your own network: weights loaded here, into the full network
+                instance = module if isinstance(module, nn.Module) else None
+                specs[name] = ModalitySpec.from_dict(name, given)
+                models[name] = build_module_encoder(name, specs[name], instance, load_weights=True)
+                continue
+            if reads_encoder(given.get("kind")) and given.get("config") is None:
+                if not given.get("path"):
                     raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
-                models[name], spec["kind"] = load_encoder(
-                    name, str(spec["path"]), spec.get("kind"), spec.get("pooling"), **(encoder_kwargs or {})
+                models[name], given["kind"] = load_encoder(
+                    name,
+                    str(given["path"]),
+                    given.get("kind"),
+                    given.get("pooling"),
+                    **(encoder_kwargs or {}),
                 )
-                spec["config"] = models[name].config
-            specs[name] = spec
+                given["config"] = models[name].config
+            specs[name] = given
         unknown_modalities = (
             set(trainable_layers) - set(encoders) if isinstance(trainable_layers, Mapping) else ()
         )

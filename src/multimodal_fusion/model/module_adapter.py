@@ -23,22 +23,21 @@ from .modality_kinds import get_kind
 @register_adapter("module")
 class ModuleAdapter(EncoderAdapter):
     """Your own network wrapped in a [`ModuleEncoder`] (built by ``module_encoder.build_module_encoder``, which
-    also measures ``output_dim`` and the default pooling into the spec). ``options`` is the modality's
+    also measures ``output_dim`` and the default pooling into the spec). ``spec`` is the modality's
     ``ModalitySpec`` itself, read when the encoder exists (its ``output_dim`` is filled at build time)."""
 
     default_pooling = None
     pooler_prefixes = ()
 
-    def __init__(self, config: PretrainedConfig | None, options: Any = None):
-        super().__init__(config, None)
-        self.spec = options
-        self.kind = options["kind"]
+    def __init__(self, config: PretrainedConfig | None, spec: Any = None):
+        super().__init__(config, spec)
+        self.kind = spec.kind
         self.input_fields, self.optional_fields = get_kind(self.kind).module_fields
 
     @classmethod
     def matches(cls, config: PretrainedConfig | None, kind: str | None = None, spec: Any = None) -> bool:
         """Whenever the modality spec has ``module`` (whatever the kind)."""
-        return spec is not None and spec.get("module") is not None
+        return getattr(spec, "network", None) is not None
 
     def build(self) -> nn.Module:
         raise RuntimeError(
@@ -46,10 +45,10 @@ class ModuleAdapter(EncoderAdapter):
         )
 
     def output_dim(self, encoder: nn.Module) -> int:
-        return int(self.spec["output_dim"])
+        return int(self.spec.output_dim)
 
     def block_list(self, encoder: nn.Module) -> str | None:
-        return self.spec["blocks"]
+        return self.spec.network.blocks
 
     def layout(self, name: str, encoder: nn.Module, spec: Any) -> EncoderLayout:
         """``blocks`` / ``trainable_modules`` of the spec over the wrapped network (``module_encoder``)."""
@@ -60,7 +59,7 @@ class ModuleAdapter(EncoderAdapter):
     def check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
         """Shapes: ``pixel_values`` ``[B, 3, H, W]``, ``input_features`` ``[B, T, input_dim]``, ``input_ids``
         ``[B, T]`` integers, ``values`` ``[B, input_dim]``; masks ``[B, T]`` like the main input."""
-        width = self.spec["input_dim"]
+        width = self.spec.input_dim
         main = self.input_fields[0]
         expected = {
             "pixel_values": (4, "[batch, 3, height, width]"),

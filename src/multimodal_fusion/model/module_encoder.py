@@ -52,16 +52,16 @@ def import_factory(name: str, path: str) -> Any:
 
 def instantiate(name: str, spec: ModalitySpec) -> nn.Module:
     """Build the network of a spec from its import path and ``module_kwargs`` (random weights)."""
-    if spec.module_from_instance:
+    if spec.network.module_from_instance:
         raise ValueError(
-            f"modality '{name}': the encoder was built from a module instance ({spec.module}), which cannot be "
+            f"modality '{name}': the encoder was built from a module instance ({spec.network.module}), which cannot be "
             f"rebuilt from the config; pass it back with `FusionModel.from_pretrained(path, encoders={{'{name}': "
             "module})`"
         )
-    module = import_factory(name, spec.module)(**spec.module_kwargs)
+    module = import_factory(name, spec.network.module)(**spec.network.module_kwargs)
     if not isinstance(module, nn.Module):
         raise TypeError(
-            f"modality '{name}': `module` '{spec.module}' returned {type(module).__name__}, not nn.Module"
+            f"modality '{name}': `module` '{spec.network.module}' returned {type(module).__name__}, not nn.Module"
         )
     return module
 
@@ -332,9 +332,9 @@ def build_module_encoder(
     with _device_for_build():
         if network is None:
             network = instantiate(name, spec)
-        if load_weights and spec.weights is not None:
-            load_weights_strictly(name, network, spec.weights)
-        encoder = ModuleEncoder(network, spec.kind, spec.feature_layer, modality=name)
+        if load_weights and spec.network.weights is not None:
+            load_weights_strictly(name, network, spec.network.weights)
+        encoder = ModuleEncoder(network, spec.kind, spec.network.feature_layer, modality=name)
         measure_output(name, spec, encoder)
     if (
         not loading
@@ -374,20 +374,20 @@ def module_layout(name: str, encoder: ModuleEncoder, spec: ModalitySpec) -> Enco
     parameters of ``trainable_modules`` always train; modules after a hooked ``feature_layer`` never do."""
     layout = EncoderLayout(unused=_unused_after(encoder))
     params = {n for n, _ in encoder.named_parameters()}
-    if spec.blocks is None:
+    if spec.network.blocks is None:
         layout.blocks = [names for _, names in _children_with_parameters(encoder.module, "module.")]
         layout.embeddings = sorted(
             params - {n for b in layout.blocks for n in b}
         )  # the network's own parameters
     else:
         try:
-            block_list = encoder.module.get_submodule(spec.blocks)
+            block_list = encoder.module.get_submodule(spec.network.blocks)
         except AttributeError:
             children = [c for c, _ in encoder.module.named_children()]
             raise ValueError(
-                f"modality '{name}': `blocks` '{spec.blocks}' is not a submodule; top-level children: {children}"
+                f"modality '{name}': `blocks` '{spec.network.blocks}' is not a submodule; top-level children: {children}"
             ) from None
-        prefix = f"module.{spec.blocks}."
+        prefix = f"module.{spec.network.blocks}."
         layout.blocks = [names for _, names in _children_with_parameters(block_list, prefix)]
         order = [n for n, _ in encoder.named_parameters()]
         first = min(order.index(n) for b in layout.blocks for n in b) if layout.blocks else len(order)
@@ -399,7 +399,7 @@ def module_layout(name: str, encoder: ModuleEncoder, spec: ModalitySpec) -> Enco
     layout.blocks = [b for b in layout.blocks if b]
     layout.embeddings = [n for n in layout.embeddings if n not in unused]
     layout.final = [n for n in layout.final if n not in unused]
-    for module_name in spec.trainable_modules:
+    for module_name in spec.network.trainable_modules:
         owned = [n for n in params if n == f"module.{module_name}" or n.startswith(f"module.{module_name}.")]
         if not owned:
             children = [c for c, _ in encoder.module.named_children()]

@@ -12,8 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +21,9 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .bad_samples import BadSampleError
 from .modality_kinds import get_kind
+
+if TYPE_CHECKING:
+    from .spec_parts import OwnNetworkSpec, ProcessorSpec
 
 DEFAULT_IMAGE_SIZE = 224
 """Side of the square images the default module image processor produces when the spec has no ``image_size``."""
@@ -41,19 +43,25 @@ def default_image_processor(image_size: int | None = None) -> ViTImageProcessor:
     )
 
 
-def module_processor_spec(name: str, spec: Mapping[str, Any], **hub_kwargs: Any) -> dict[str, Any]:
-    """The [`FusionProcessor`] spec of a ``module`` modality (see the module docstring for the choices; each kind's
-    ``module_processor_settings``)."""
-    kind, path = spec.get("kind"), spec.get("path")
-    out: dict[str, Any] = {"kind": kind, "path": str(path) if path else None}
-    out.update(get_kind(kind).module_processor_settings(name, spec, **hub_kwargs))
+def module_processor_spec(
+    name: str, spec: ProcessorSpec, processor: Any, network: OwnNetworkSpec, **hub_kwargs: Any
+) -> dict[str, Any]:
+    """The [`FusionProcessor`] entry (settings and ``processor``) of a ``module`` modality, from the settings
+    asked for in ``spec``, the given sub-processor (or ``None``) and the network's own fields (see the module
+    docstring for the choices; each kind's ``module_processor_settings``).
+
+    Raises:
+        ValueError: naming the modality, where the kind needs what the entry lacks (``input_dim``, a processor).
+    """
+    out: dict[str, Any] = {"kind": spec.kind, "path": str(spec.path) if spec.path else None}
+    out.update(get_kind(spec.kind).module_processor_settings(name, spec, processor, network, **hub_kwargs))
     return out
 
 
-def processor_fields(spec: Mapping[str, Any], processor: Any) -> tuple[str, ...]:
+def processor_fields(spec: ProcessorSpec, processor: Any) -> tuple[str, ...]:
     """Batch fields a sub-processor yields: the encoder family's saved ``input_fields``, else its kind's (for an
     audio module encoder, ``input_features`` frames + ``attention_mask``)."""
-    return get_kind(spec["kind"]).processor_fields(spec, processor)
+    return get_kind(spec.kind).processor_fields(spec, processor)
 
 
 def decode_vector(input_dim: int, value: Any) -> np.ndarray:

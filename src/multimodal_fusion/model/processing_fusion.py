@@ -23,6 +23,7 @@ from .module_processing import processor_fields
 from .processor_loading import (  # noqa: F401 (re-exported)
     PROCESSOR_SPEC_KEYS,
     ProcessorLoadingMixin,
+    ProcessorSpec,
     kind_of_processor,
     normalize_processor_spec,
     text_max_length,
@@ -46,7 +47,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
 
     Args:
         modalities: name -> sub-processor (image processor, feature extractor or tokenizer; the kind is read from
-            its type) or a spec dict: ``processor``, ``kind``, ``path`` (where it came from), ``max_length``
+            its type) or a spec dict (or [`ProcessorSpec`]): ``processor``, ``kind``, ``path`` (where it came from), ``max_length``
             (text; default the tokenizer's ``model_max_length``), ``min_audio_samples`` (audio; shorter clips
             are bad samples), ``input_dim`` (kind ``features``, which has no sub-processor).
         max_audio_seconds: keep at most this many seconds of each clip (one number, or name -> number).
@@ -63,7 +64,8 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
                 "`modalities` must be a non-empty mapping of modality name -> sub-processor or spec"
             )
         self.processors: dict[str, Any] = {}
-        self.modalities: dict[str, dict[str, Any]] = {}
+        self.modalities: dict[str, ProcessorSpec] = {}
+        """Per modality, its settings (read by attribute: ``processor.modalities["text"].max_length``)."""
         for name, spec in modalities.items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise ValueError(
@@ -96,7 +98,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
     @property
     def audio_modalities(self) -> list[str]:
         """Modalities whose samples are waveforms (``sampling_rate`` and ``max_audio_seconds`` apply)."""
-        return [n for n, spec in self.modalities.items() if get_kind(spec["kind"]).is_waveform(spec)]
+        return [n for n, spec in self.modalities.items() if get_kind(spec.kind).is_waveform(spec)]
 
     @property
     def model_input_names(self) -> list[str]:
@@ -117,13 +119,15 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
 
     def sampling_rate(self, name: str) -> int:
         """The sampling rate audio modality ``name`` is resampled to (its feature extractor's)."""
-        return self.modalities[name]["sampling_rate"]
+        return self.modalities[name].sampling_rate
 
     def __repr__(self) -> str:
         parts = []
         for name, spec in self.modalities.items():
             processor = self.processors[name]
-            parts.append(f"  {name} ({spec['kind']}): {type(processor).__name__ if processor else spec}")
+            parts.append(
+                f"  {name} ({spec.kind}): {type(processor).__name__ if processor else spec.to_dict()}"
+            )
         return (
             f"{type(self).__name__}(\n"
             + "\n".join(parts)
@@ -152,13 +156,13 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
             "image_bit_depth": image_bit_depth,
         }
         try:
-            return get_kind(self.modalities[name]["kind"]).decode(self, name, value, options)
+            return get_kind(self.modalities[name].kind).decode(self, name, value, options)
         except BadSampleError as error:
             raise error.locate(modality=name) from error.__cause__
 
     # ------------------------------------------------------------------ batching
     def _as_list(self, name: str, value: Any) -> list[Any]:
-        if get_kind(self.modalities[name]["kind"]).is_batch(value):
+        if get_kind(self.modalities[name].kind).is_batch(value):
             return list(value)
         return [value]
 
@@ -221,7 +225,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
         for name, samples in decoded.items():
             samples = list(samples)
             present = [i for i, sample in enumerate(samples) if sample is not None]
-            kind = get_kind(self.modalities[name]["kind"])
+            kind = get_kind(self.modalities[name].kind)
             fields = kind.batch(self, name, [samples[i] for i in present])
             rows = torch.tensor(present, dtype=torch.long)
             for field, (values, fill) in fields.items():

@@ -24,46 +24,42 @@ from .kind_image import TIMM_CONFIG_NAME  # noqa: F401 (re-exported)
 from .kind_text import ensure_pad_token, text_max_length  # noqa: F401 (re-exported)
 from .modality_kinds import get_kind, kind_class_path, kind_names, kind_of_processor, reads_encoder
 from .module_processing import module_processor_spec
+from .spec_parts import OwnNetworkSpec, ProcessorSpec  # noqa: F401 (ProcessorSpec re-exported)
 
 logger = logging.get_logger(__name__)
 
 HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only")
 """``from_pretrained`` arguments forwarded to every sub-processor (where to find the files)."""
 
-PROCESSOR_SPEC_KEYS = (
-    "kind",
-    "path",
-    "sampling_rate",
+PROCESSOR_SPEC_KEYS = ProcessorSpec.field_names()
+"""Saved per-modality fields of ``processor_config.json`` (the fields of [`ProcessorSpec`]; ``input_fields`` and
+``call_kwargs``: the encoder family's batch fields and sub-processor call settings, from its adapter)."""
+
+ENCODER_PROCESSOR_KEYS = (
     "max_length",
+    "processor",
     "min_audio_samples",
-    "input_dim",
-    "timm",
     "input_data_format",
     "image_bit_depth",
-    "input_fields",
-    "call_kwargs",
-    "frames",
-    "kind_class",
 )
-"""Saved per-modality fields of ``processor_config.json`` (``input_fields`` and ``call_kwargs``: the encoder
-family's batch fields and sub-processor call settings, from its adapter)."""
+"""Keys of a ``from_encoders`` entry beyond the model's spec keys (processor settings, a ready sub-processor)."""
 
 
-def normalize_processor_spec(name: str, spec: Any) -> tuple[dict[str, Any], Any]:
-    """Validate one modality of a [`FusionProcessor`] (a sub-processor or a spec dict) and return ``(settings,
-    sub-processor)``; errors name the modality and the field."""
-    spec = dict(spec) if isinstance(spec, Mapping) else {"processor": spec}
-    processor = spec.pop("processor", None)
-    unknown = set(spec) - set(PROCESSOR_SPEC_KEYS)
-    if unknown:
-        raise ValueError(
-            f"modality '{name}': unknown processor spec keys {sorted(unknown)}; allowed: "
-            f"{['processor', *PROCESSOR_SPEC_KEYS]}"
-        )
-    kind_class = kind_class_path(
-        spec.get("kind"), spec.get("kind_class")
-    )  # a kind registered outside the package
-    kind = resolve_kind(name, spec.get("kind"), processor is not None, spec.get("input_dim"))
+def normalize_processor_spec(name: str, spec: Any) -> tuple[ProcessorSpec, Any]:
+    """Validate one modality of a [`FusionProcessor`] (a sub-processor, a spec dict with an optional
+    ``processor``, or a [`ProcessorSpec`]) and return ``(settings, sub-processor)``.
+
+    Raises:
+        ValueError: naming the modality and the field (unknown keys, a kind that cannot be told, a sub-processor
+            of the wrong type, the kind's own checks).
+    """
+    if isinstance(spec, ProcessorSpec):
+        spec = spec.to_dict()
+    given = dict(spec) if isinstance(spec, Mapping) else {"processor": spec}
+    processor = given.pop("processor", None)
+    request = ProcessorSpec.from_dict(name, given)
+    kind_class = kind_class_path(request.kind, request.kind_class)  # a kind registered outside the package
+    kind = resolve_kind(name, request.kind, processor is not None, request.input_dim)
     kind = kind or kind_of_processor(processor)
     if kind not in kind_names():
         raise ValueError(
@@ -71,22 +67,48 @@ def normalize_processor_spec(name: str, spec: Any) -> tuple[dict[str, Any], Any]
             f"{kind_names()}) and a processor (image processor, feature extractor or tokenizer)"
         )
     modality_kind = get_kind(kind)
-    out: dict[str, Any] = {"kind": kind, "path": spec.get("path")}
-    if kind_class is not None:
-        out["kind_class"] = kind_class
-    for key in ("input_fields", "call_kwargs"):  # the encoder family's fields and sub-processor settings
-        if spec.get(key) is not None:
-            out[key] = list(spec[key]) if key == "input_fields" else dict(spec[key])
-    if not modality_kind.needs_processor(spec):  # vectors, or precomputed frames
-        out.update(modality_kind.processor_settings(name, spec, None))
-        return out, None
+    out = ProcessorSpec(
+        kind=kind,
+        path=request.path,
+        kind_class=kind_class,
+        input_fields=request.input_fields,  # the encoder family's fields and sub-processor settings
+        call_kwargs=request.call_kwargs,
+    )
+    if not modality_kind.needs_processor(request):  # vectors, or precomputed frames
+        return out.replace(**modality_kind.processor_settings(name, request, None)), None
     if not modality_kind.accepts_processor(processor):
         raise ValueError(
             f"modality '{name}' ({kind}): `processor` must be {modality_kind.processor_description}, got "
             f"{type(processor).__name__}"
         )
-    out.update(modality_kind.processor_settings(name, spec, processor))
-    return out, processor
+    return out.replace(**modality_kind.processor_settings(name, request, processor)), processor
+
+
+def _encoder_entry(name: str, entry: Any) -> dict[str, Any]:
+    """A ``from_encoders`` entry as a dict (a path, a dict, or a ``ModalitySpec``'s fields), keys checked.
+
+    Raises:
+        ValueError: naming the modality and the unknown keys.
+    """
+    if isinstance(entry, (str, os.PathLike)):
+        return {"path": entry}
+    given = entry.to_dict(serializable=False) if hasattr(entry, "to_dict") else dict(entry)
+    unknown = set(given) - set(SPEC_KEYS) - {*ENCODER_PROCESSOR_KEYS, "name", "network"}
+    if unknown:
+        raise ValueError(
+            f"modality '{name}': unknown spec keys {sorted(unknown)}; spec keys: {list(SPEC_KEYS)}"
+        )
+    return given
+
+
+def _own_network(name: str, given: dict[str, Any]) -> OwnNetworkSpec | None:
+    """The own-network part of a ``from_encoders`` entry (flat keys or ``network``); ``None`` without ``module``."""
+    nested = given.get("network")
+    if isinstance(nested, OwnNetworkSpec):
+        return nested
+    values = dict(nested) if isinstance(nested, Mapping) else given
+    network = {key: values[key] for key in OwnNetworkSpec.field_names() if values.get(key) is not None}
+    return OwnNetworkSpec.from_dict(name, network) if network.get("module") is not None else None
 
 
 class ProcessorLoadingMixin:
@@ -119,59 +141,27 @@ class ProcessorLoadingMixin:
                 f"unexpected arguments {sorted(unknown_kwargs)}; hub arguments are {list(HUB_KWARGS)}"
             )
         modalities: dict[str, dict[str, Any]] = {}
-        for name, spec in encoders.items():
-            spec = {"path": spec} if isinstance(spec, (str, os.PathLike)) else dict(spec)
-            unknown = (
-                set(spec)
-                - set(SPEC_KEYS)
-                - {
-                    "max_length",
-                    "processor",
-                    "min_audio_samples",
-                    "input_data_format",
-                    "image_bit_depth",
-                    "name",
-                }
+        for name, entry in encoders.items():
+            given = _encoder_entry(name, entry)  # the user's dict: read here, into typed settings
+            request = ProcessorSpec.from_dict(
+                name, {key: given[key] for key in PROCESSOR_SPEC_KEYS if given.get(key) is not None}
             )
-            if unknown:
-                raise ValueError(
-                    f"modality '{name}': unknown spec keys {sorted(unknown)}; spec keys: {list(SPEC_KEYS)}"
+            network = _own_network(name, given)
+            if network is not None:  # your own network (module_processing.py)
+                modalities[name] = module_processor_spec(
+                    name, request, given.get("processor"), network, **hub_kwargs
                 )
-            has_encoder = spec.get("config") is not None or bool(spec.get("path"))
-            kind = resolve_kind(name, spec.get("kind"), has_encoder, spec.get("input_dim"))
-            if spec.get("module") is not None:  # your own network (module_processing.py)
-                modalities[name] = module_processor_spec(name, spec, **hub_kwargs)
                 continue
-            if not reads_encoder(kind):
-                modalities[name] = {"kind": kind, "input_dim": spec.get("input_dim")}
-                continue
-            path = spec.get("path")
-            config = spec.get("config")
-            if not isinstance(config, PretrainedConfig):
-                if not path:
-                    raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
-                config = AutoConfig.from_pretrained(str(path), **hub_kwargs)
-            kind = kind or infer_kind(name, config)
-            modality_kind = get_kind(kind)
-            tower = encoder_tower_config(kind, config)
-            adapter = adapter_class_for(tower, kind)(tower)
-            processor = spec.get("processor")
-            if processor is None:  # the family's own (timm's from the checkpoint's pretrained_cfg)
-                if not path:
-                    raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
-                processor = adapter.load_processor(str(path), **hub_kwargs)
-            out = {"kind": kind, "processor": processor, "path": str(path) if path else None}
-            out["input_fields"] = [*adapter.input_fields, *adapter.optional_fields]
-            out["call_kwargs"] = adapter.processor_kwargs()
-            out.update(modality_kind.encoder_settings(spec, processor, adapter))
-            modalities[name] = out
+            modalities[name] = _encoder_processor_spec(
+                name, request, given.get("config"), given.get("processor"), hub_kwargs
+            )
         return cls(modalities, max_audio_seconds=max_audio_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         """What ``processor_config.json`` holds: the class, the modalities in order, the options."""
         return {
             "processor_class": type(self).__name__,
-            "modalities": [{"name": name, **spec} for name, spec in self.modalities.items()],
+            "modalities": [{"name": name, **spec.to_dict()} for name, spec in self.modalities.items()],
             "max_audio_seconds": self.max_audio_seconds,
             # remote code: AutoProcessor.from_pretrained(folder, trust_remote_code=True) without this package
             "auto_map": {
@@ -201,7 +191,7 @@ class ProcessorLoadingMixin:
             folder = os.path.join(save_directory, name)
             os.makedirs(folder, exist_ok=True)
             spec = self.modalities[name]
-            written.extend(get_kind(spec["kind"]).save_processor(processor, spec, folder))
+            written.extend(get_kind(spec.kind).save_processor(processor, spec, folder))
         written.extend(
             str(f) for f in custom_object_save(self, save_directory)
         )  # the class's file + its flat imports
@@ -249,12 +239,46 @@ class ProcessorLoadingMixin:
                 "AutoProcessor"
             )
         modalities: dict[str, Any] = {}
-        for spec in saved["modalities"]:
-            spec = dict(spec)
-            name = spec.pop("name")
+        for entry in saved["modalities"]:
+            entry = dict(entry)
+            name = entry.pop("name")
             sub = f"{subfolder}/{name}" if subfolder else name
-            kind_class_path(spec["kind"], spec.get("kind_class"))  # register a kind from outside the package
-            spec["processor"] = get_kind(spec["kind"]).load_saved_processor(path, spec, sub, **hub_kwargs)
-            modalities[name] = spec
+            spec = ProcessorSpec.from_dict(name, entry)
+            kind_class_path(spec.kind, spec.kind_class)  # register a kind from outside the package
+            processor = get_kind(spec.kind).load_saved_processor(path, spec, sub, **hub_kwargs)
+            modalities[name] = {**entry, "processor": processor}
         max_audio_seconds = kwargs.get("max_audio_seconds", saved.get("max_audio_seconds"))
         return cls(modalities, max_audio_seconds=max_audio_seconds)
+
+
+def _encoder_processor_spec(
+    name: str, request: ProcessorSpec, config: Any, processor: Any, hub_kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The ``FusionProcessor`` entry (settings and ``processor``) of a pretrained encoder or a ``features``
+    modality: the family's sub-processor (loaded from ``request.path`` unless given) and the settings its adapter
+    gives (batch fields, call settings, the kind's ``encoder_settings``).
+
+    Raises:
+        ValueError: naming the modality: no ``path`` where the encoder or its sub-processor must be loaded.
+    """
+    has_encoder = config is not None or bool(request.path)
+    kind = resolve_kind(name, request.kind, has_encoder, request.input_dim)
+    if not reads_encoder(kind):
+        return {"kind": kind, "input_dim": request.input_dim}
+    path = request.path
+    if not isinstance(config, PretrainedConfig):
+        if not path:
+            raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
+        config = AutoConfig.from_pretrained(str(path), **hub_kwargs)
+    kind = kind or infer_kind(name, config)
+    tower = encoder_tower_config(kind, config)
+    adapter = adapter_class_for(tower, kind)(tower)
+    if processor is None:  # the family's own (timm's from the checkpoint's pretrained_cfg)
+        if not path:
+            raise ValueError(f"modality '{name}': spec needs a `path` (Hub id or folder)")
+        processor = adapter.load_processor(str(path), **hub_kwargs)
+    out = {"kind": kind, "processor": processor, "path": str(path) if path else None}
+    out["input_fields"] = [*adapter.input_fields, *adapter.optional_fields]
+    out["call_kwargs"] = adapter.processor_kwargs()
+    out.update(get_kind(kind).encoder_settings(request, processor, adapter))
+    return out

@@ -77,20 +77,22 @@ def parse_space(space: Mapping[str, Any], allowed: set[str]) -> Callable[[Any], 
     if not isinstance(space, Mapping) or not space:
         raise ValueError("hpo.space must map at least one hyperparameter to its range")
     suggestions: dict[str, tuple[str, dict[str, Any]]] = {}
-    for key, spec in space.items():
+    for key, search_range in space.items():
         if key not in allowed:
             raise ValueError(
                 f"hpo.space.{key}: not a training argument or fusion-head setting ({', '.join(HEAD_FIELDS)})"
             )
-        if isinstance(spec, (list, tuple)):
-            spec = {"type": "categorical", "choices": list(spec)}
-        kind = spec.get("type") if isinstance(spec, Mapping) else None
+        if isinstance(search_range, (list, tuple)):
+            search_range = {"type": "categorical", "choices": list(search_range)}
+        kind = search_range.get("type") if isinstance(search_range, Mapping) else None
         if kind not in SUGGEST:
-            raise ValueError(f"hpo.space.{key}: `type` must be one of {sorted(SUGGEST)}, got {spec!r}")
-        kwargs = {k: v for k, v in spec.items() if k != "type"}
+            raise ValueError(
+                f"hpo.space.{key}: `type` must be one of {sorted(SUGGEST)}, got {search_range!r}"
+            )
+        kwargs = {k: v for k, v in search_range.items() if k != "type"}
         needed = ("choices",) if kind == "categorical" else ("low", "high")
         if any(k not in kwargs for k in needed):
-            raise ValueError(f"hpo.space.{key}: a {kind} range needs {needed}, got {spec!r}")
+            raise ValueError(f"hpo.space.{key}: a {kind} range needs {needed}, got {search_range!r}")
         suggestions[key] = (SUGGEST[kind], kwargs)
 
     def hp_space(trial: Any) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def build_param_groups(
     skip_decay = no_decay_names(model)
     base_rates: dict[str, float] = {}
     for name, spec in model.config.modalities.items():
-        rate = spec.get("learning_rate")
+        rate = spec.learning_rate
         if rate is None:
             rate = encoder_learning_rate if encoder_learning_rate is not None else learning_rate
         base_rates[name] = rate

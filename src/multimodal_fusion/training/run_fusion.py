@@ -28,6 +28,7 @@ from ..data.data_loading import LoadedDataset, load_fusion_dataset
 from ..hub.upload import push_folder, write_model_card
 from ..model.modeling_fusion import FusionModel
 from ..model.processing_fusion import FusionProcessor
+from ..model.spec_parts import AUTO
 from .arguments import CONFIG_FILE_TYPES, DataArguments, FusionTrainingArguments, ModelArguments
 from .config_types import check_config_types, did_you_mean
 from .embedding_cache_policy import apply_embedding_cache
@@ -115,9 +116,9 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments) -> Fus
         )
     if data_args.max_text_length is not None:
         for spec in processor.modalities.values():
-            if "max_length" in spec:  # modalities whose processor truncates (text)
-                current = spec.get("max_length")
-                spec["max_length"] = (
+            if spec.max_length != AUTO:  # modalities whose processor truncates (text)
+                current = spec.max_length
+                spec.max_length = (
                     min(current, data_args.max_text_length) if current else data_args.max_text_length
                 )
     return processor

@@ -42,7 +42,7 @@ def will_unfreeze(model: FusionModel, schedule: Any) -> set[str]:
     if not schedule:
         return set()
     if schedule == "gradual":
-        return {n for n, s in model.config.modalities.items() if s["trainable_layers"] != "all"}
+        return {n for n, s in model.config.modalities.items() if s.trainable_layers != "all"}
     return {name for _, changes in _parse_schedule(schedule) for name in changes}
 
 
@@ -132,7 +132,7 @@ class UnfreezeCallback(TrainerCallback):
         for name, value in self.targets(model, epoch, state.global_step).items():
             if name not in model.config.modalities:
                 raise ValueError(f"`unfreeze_schedule` names unknown modality '{name}'")
-            current = model.config.modalities[name]["trainable_layers"]
+            current = model.config.modalities[name].trainable_layers
             if current != value:
                 model.set_trainable_layers(name, value)
                 change = {
