@@ -272,3 +272,29 @@ def test_report_plots_have_no_overlapping_tick_labels(tmp_path, monkeypatch):
     plot_accuracy_bars(results, tmp_path / "accuracy.png")
     plot_modality_weights({f: {"image": 0.2, "audio": 0.3, "text": 0.5} for f in fusions}, tmp_path / "w.png")
     assert len(checked) == 2 and all(path.stat().st_size > 1000 for path in checked)
+
+
+TOKENIZER_SCRIPT = """
+import csv, hashlib, json, sys
+from multimodal_fusion.demo.text_tokenizer import train_wordpiece_tokenizer
+texts = [row["text"] for row in csv.DictReader(open(sys.argv[1], encoding="utf-8"))]
+tokenizer = train_wordpiece_tokenizer(texts)
+print(hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest())
+"""
+
+
+def test_the_demo_text_vocabulary_is_the_same_in_every_process(tmp_path):
+    """The demo's text tokenizer (hence its text encoder and every fused result) does not change from one run to the
+    next: two processes (each with its own hash seeds) build the same vocabulary from the demo corpus."""
+    import subprocess
+    import sys
+
+    generate_demo_dataset(tmp_path / "data", num_samples=300, seed=0)
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", TOKENIZER_SCRIPT, str(tmp_path / "data" / "train.csv")],
+            check=True, capture_output=True, text=True, env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }  # fmt: skip
+    assert len(digests) == 1 and len(next(iter(digests))) == 64

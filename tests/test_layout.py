@@ -170,9 +170,8 @@ KIND_NAMES = {"image", "audio", "text", "features"}
 """The built-in modality kinds: a comparison with one of these names is a branch on the kind."""
 
 
-KIND_BRANCH_EXEMPT = {"demo"}
-"""``demo/``: the demo's fixed task has modalities *named* image / audio / text, and its own unimodal pretraining
-(outside the package's API) dispatches on those names, not on a modality's kind."""
+KIND_BRANCH_EXEMPT: set[str] = set()
+"""Folders exempt from the rule (none)."""
 
 
 def _is_kind_file(path: Path) -> bool:

@@ -66,13 +66,21 @@ CPU core (the ViT learns slowest: no convolutional prior and only ~1700 clean gl
 NUM_LABELS = 10
 
 
-def _build(modality: str, train_rows: list[dict[str, str]]) -> tuple[torch.nn.Module, Any]:
-    if modality == "image":
-        return build_image_encoder()
-    if modality == "audio":
-        return build_audio_encoder()
+def _build_text(train_rows: list[dict[str, str]]) -> tuple[torch.nn.Module, Any]:
     tokenizer = train_wordpiece_tokenizer(row["text"] for row in train_rows)
     return build_text_encoder(tokenizer), tokenizer
+
+
+_BUILDERS = {
+    "image": lambda rows: build_image_encoder(),
+    "audio": lambda rows: build_audio_encoder(),
+    "text": _build_text,
+}
+"""The demo's columns -> its untrained encoder and processor (the text one's tokenizer is trained on the rows)."""
+
+
+def _build(modality: str, train_rows: list[dict[str, str]]) -> tuple[torch.nn.Module, Any]:
+    return _BUILDERS[modality](train_rows)
 
 
 def _lr_lambda(total_steps: int, warmup_fraction: float = 0.1):

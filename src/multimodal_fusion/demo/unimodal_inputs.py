@@ -45,6 +45,26 @@ def read_split(data_dir: str | Path, split: str) -> list[dict[str, str]]:
     return rows
 
 
+def _read_images(rows: list[dict[str, str]], processor: Any) -> tuple[dict[str, torch.Tensor], None]:
+    images = [Image.open(row["image"]).convert("RGB") for row in rows]
+    return dict(processor(images, return_tensors="pt")), None
+
+
+def _read_texts(rows: list[dict[str, str]], processor: Any) -> tuple[dict[str, torch.Tensor], None]:
+    texts = [row["text"] for row in rows]
+    return dict(processor(texts, padding=True, truncation=True, return_tensors="pt")), None
+
+
+def _read_waves(
+    rows: list[dict[str, str]], processor: Any
+) -> tuple[dict[str, torch.Tensor], list[np.ndarray]]:
+    return {}, [sf.read(row["audio"], dtype="float32")[0] for row in rows]
+
+
+_READERS = {"image": _read_images, "text": _read_texts, "audio": _read_waves}
+"""The demo csv's columns: how each is read (the whole split processed at once, or waveforms kept per row)."""
+
+
 class ModalityInputs:
     """The ``modality`` column of ``rows`` as model inputs; ``batch(indices)`` returns the processor's tensors.
 
@@ -55,21 +75,12 @@ class ModalityInputs:
     """
 
     def __init__(self, modality: str, rows: list[dict[str, str]], processor: Any):
+        if modality not in _READERS:
+            raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(_READERS)}")
         self.modality = modality
         self.processor = processor
-        self.lengths: np.ndarray | None = None
-        self._tensors: dict[str, torch.Tensor] = {}
-        if modality == "image":
-            images = [Image.open(row["image"]).convert("RGB") for row in rows]
-            self._tensors = dict(processor(images, return_tensors="pt"))
-        elif modality == "text":
-            texts = [row["text"] for row in rows]
-            self._tensors = dict(processor(texts, padding=True, truncation=True, return_tensors="pt"))
-        elif modality == "audio":
-            self._waves = [sf.read(row["audio"], dtype="float32")[0] for row in rows]
-            self.lengths = np.array([len(w) for w in self._waves])
-        else:
-            raise ValueError(f"unknown modality {modality!r}; expected image, audio or text")
+        self._tensors, self._waves = _READERS[modality](rows, processor)
+        self.lengths = np.array([len(w) for w in self._waves]) if self._waves is not None else None
         self._size = len(rows)
 
     def __len__(self) -> int:
@@ -77,7 +88,7 @@ class ModalityInputs:
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
         """Model inputs for rows ``indices``; with ``rng`` (training), images are randomly translated."""
-        if self.modality == "audio":
+        if self._waves is not None:  # waveforms: processed per batch
             return dict(
                 self.processor(
                     [self._waves[i] for i in indices],
@@ -89,7 +100,7 @@ class ModalityInputs:
             )
         index = torch.as_tensor(indices)
         batch = {k: v[index] for k, v in self._tensors.items()}
-        if self.modality == "image" and rng is not None:
+        if "pixel_values" in batch and rng is not None:
             batch["pixel_values"] = random_translate(batch["pixel_values"], IMAGE_MAX_SHIFT, rng)
         if "attention_mask" in batch:  # drop columns that are padding for every row of this batch
             width = int(batch["attention_mask"].sum(1).max())
