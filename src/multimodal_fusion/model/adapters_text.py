@@ -222,6 +222,9 @@ class ClipTextAdapter(TextEncoderAdapter):
         if mask is not None:
             first = is_eos.int().argmax(dim=1)
             has_eos &= mask.gather(1, first[:, None]).squeeze(1).bool()
+        present = fields.get("mask")
+        if present is not None:  # a missing sample's row holds the processor's placeholder, never pooled
+            has_eos |= ~present.bool().to(has_eos.device)
         if not bool(has_eos.all()):
             rows = (~has_eos).nonzero().squeeze(1).tolist()
             raise ValueError(

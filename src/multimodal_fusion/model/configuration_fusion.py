@@ -66,6 +66,27 @@ def infer_kind(name: str, config: PretrainedConfig) -> str:
     return kind
 
 
+def encoder_kind(name: str, kind: str | None, config: PretrainedConfig) -> str:
+    """The kind of a modality read by the encoder ``config``: the given ``kind``, checked against what the encoder
+    (its tower, for a dual encoder) reads, else inferred from it.
+
+    Raises:
+        ValueError: naming the modality: an unknown kind, a kind the encoder does not read (a ViT given kind
+            ``text``), or no kind given for an encoder whose kind cannot be inferred.
+    """
+    if kind is None:
+        return infer_kind(name, config)
+    if kind not in MODALITY_KIND_REGISTRY:
+        raise ValueError(f"modality '{name}': `kind` must be one of {kind_names()}, got {kind!r}")
+    reads = adapter_infer_kind(encoder_tower_config(kind, config))
+    if reads is not None and reads != kind:
+        raise ValueError(
+            f"modality '{name}': `kind` is {kind!r} but the '{config.model_type}' encoder reads kind {reads!r}; "
+            f"give kind {reads!r} (or leave it out), or an encoder of kind {kind!r}"
+        )
+    return kind
+
+
 def default_pooling(kind: str, config: PretrainedConfig | None) -> str | None:
     """The encoder family's default pooling (``cls``, ``last``, ``mean`` or its own ``pooler``); ``None`` when
     the family's adapter decides it from the built encoder (the generic image adapter's probe)."""
@@ -239,7 +260,7 @@ class ModalitySpec(DeprecatedMappingReads):
                 f"modality '{name}': no encoder; give `config` (an encoder config), load it with "
                 "`FusionModel.from_encoders` from a `path`, or use kind 'features' with `input_dim`"
             )
-        self.kind = self.kind or infer_kind(name, self.config)
+        self.kind = encoder_kind(name, self.kind, self.config)
         self.config = encoder_tower_config(self.kind, self.config)
         self.pooling = self.pooling or default_pooling(self.kind, self.config)
         if self.pooling is not None and self.pooling not in POOLING_REGISTRY:
@@ -283,6 +304,8 @@ class ModalitySpec(DeprecatedMappingReads):
         if serializable and isinstance(self.config, PretrainedConfig):
             out["config"] = self.config.to_dict()
             out["config"].pop("transformers_version", None)
+        if serializable and out["kind_class"] is None:  # a built-in kind: config.json stays readable by v0.1
+            del out["kind_class"]
         return out
 
     def replace(self, name: str, **changes: Any) -> ModalitySpec:

@@ -110,10 +110,10 @@ class FeaturesAdapter(EncoderAdapter):
     def check_fields(self, name: str, fields: dict[str, torch.Tensor]) -> None:
         value = fields.get("values")
         dim = self.spec.input_dim
-        if value is not None and (value.dim() != 2 or value.shape[1] != dim):
+        if value is not None and (value.dim() != 2 or value.shape[1] != dim or not value.is_floating_point()):
             raise ValueError(
                 f"modality '{name}' (features): field '{name}_values' must be [batch, {dim}] floats, "
-                f"got shape {tuple(value.shape)}"
+                f"got shape {tuple(value.shape)} of {value.dtype}"
             )
 
     def encode(self, encoder: nn.Module, fields: dict[str, torch.Tensor], layer: int | None) -> EncoderOutput:

@@ -54,6 +54,11 @@ class FeaturesKind(ModalityKind):
     def validate_spec(self, name: str, spec: Any) -> None:
         """``input_dim`` a positive integer; ``hidden_sizes`` (default ``[input_dim]``) positive integers; no
         pooling and no layer (an MLP has neither)."""
+        for key in ("pooling", "layer"):
+            if getattr(spec, key) is not None:
+                raise ValueError(
+                    f"modality '{name}': kind '{self.name}' is encoded by an MLP, which has no `{key}`; leave it out"
+                )
         spec.input_dim = check_input_dim(name, spec.input_dim)
         sizes = spec.hidden_sizes if spec.hidden_sizes is not None else [spec.input_dim]
         if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):

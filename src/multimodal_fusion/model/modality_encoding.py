@@ -61,6 +61,11 @@ class ModalityEncoding:
 
     @property
     def pooler(self) -> nn.Module:
+        if self.name not in self.model.poolers:
+            raise ValueError(
+                f"modality '{self.name}': the token-level fusion '{self.model.config.fusion}' pools nothing, so "
+                "there is no pooled vector; read its tokens with `get_modality_tokens`"
+            )
         return self.model.poolers[self.name]
 
     @property

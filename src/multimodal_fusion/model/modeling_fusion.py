@@ -23,7 +23,7 @@ from transformers.utils import ModelOutput, logging
 
 from .batch_inputs import batch_size_of, check_fields, drop_modalities, presence, split_inputs
 from .block_checkpointing import BlockCheckpointingMixin
-from .configuration_fusion import FusionConfig, ModalitySpec, encoder_tower_config, infer_kind
+from .configuration_fusion import FusionConfig, ModalitySpec, encoder_kind, encoder_tower_config
 from .encoder_adapters import EncoderAdapter, adapter_class_for, adapter_for
 from .encoder_layout import EncoderLayout
 from .fusions import FUSION_REGISTRY, is_token_level
@@ -177,7 +177,7 @@ def load_encoder(
         raise OSError(f"modality '{name}': cannot load the encoder config from '{path}': {error}") from error
     except ValueError as error:
         raise ValueError(f"modality '{name}': '{path}' is not a usable encoder: {error}") from error
-    kind = kind or infer_kind(name, config)
+    kind = encoder_kind(name, kind, config)
     tower = encoder_tower_config(kind, config)
     adapter = adapter_class_for(tower, kind)(tower)
     pooling = pooling or adapter.default_pooling
@@ -187,11 +187,21 @@ def load_encoder(
     return model, kind
 
 
-def _spec_dict(entry: Any) -> dict[str, Any]:
-    """A ``from_encoders`` entry as a plain spec dict: a path string, a dict, or a ``ModalitySpec`` (its fields)."""
+def _spec_dict(name: str, entry: Any) -> dict[str, Any]:
+    """A ``from_encoders`` entry as a plain spec dict: a path, a dict, or a ``ModalitySpec`` (its fields).
+
+    Raises:
+        ValueError: naming the modality, for anything else.
+    """
     if isinstance(entry, ModalitySpec):
         return entry.to_dict(serializable=False)
-    return {"path": entry} if isinstance(entry, str) else dict(entry)
+    if isinstance(entry, (str, os.PathLike)):
+        return {"path": os.fspath(entry)}
+    if not isinstance(entry, Mapping):
+        raise ValueError(
+            f"modality '{name}': expected a Hub id / folder path or a spec dict, got {type(entry).__name__} {entry!r}"
+        )
+    return dict(entry)
 
 
 def _build_encoder(
@@ -372,7 +382,9 @@ class FusionModel(
         specs: dict[str, dict[str, Any] | ModalitySpec] = {}
         models: dict[str, nn.Module] = {}
         for name, entry in encoders.items():
-            given = _spec_dict(entry)  # the user's dict, read here and validated by ModalitySpec.from_dict
+            given = _spec_dict(
+                name, entry
+            )  # the user's dict, read here and validated by ModalitySpec.from_dict
             if isinstance(trainable_layers, Mapping):
                 if name in trainable_layers:
                     given["trainable_layers"] = trainable_layers[name]
