@@ -25,6 +25,7 @@ from .modality_kind import (
     check_input_dim,
     is_one_numeric_sample,
     module_input_width,
+    option_for,
     processing_module,
     register_modality_kind,
 )
@@ -110,8 +111,7 @@ class AudioKind(ModalityKind):
             return decode_frames(spec.input_dim, value)
         decode_audio = processing_module("audio_decoding").decode_audio
 
-        rate = options.get("sampling_rate")
-        rate = rate.get(name) if isinstance(rate, Mapping) else rate
+        rate = option_for(options.get("sampling_rate"), name)
         target = spec.sampling_rate
         seconds = processor.max_audio_seconds_of(name)
         return decode_audio(

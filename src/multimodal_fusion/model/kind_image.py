@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .modality_kind import ModalityKind, processing_module, register_modality_kind
+from .modality_kind import ModalityKind, option_for, processing_module, register_modality_kind
 
 if TYPE_CHECKING:
     from .spec_parts import OwnNetworkSpec, ProcessorSpec
@@ -32,11 +32,6 @@ TIMM_CONFIG_NAME = "config.json"
 
 PLACEHOLDER_SIDE = 224
 """Side of the blank image run through the processor to learn the placeholder shape of an all-missing batch."""
-
-
-def _for_modality(value: Any, name: str) -> Any:
-    """A per-call option given as one value or as modality -> value."""
-    return value.get(name) if isinstance(value, Mapping) else value
 
 
 def _shape_key(name: str, field: str) -> str:
@@ -149,8 +144,8 @@ class ImageKind(ModalityKind):
         decode_image = processing_module("image_decoding").decode_image
 
         spec = processor.modalities[name]
-        layout = _for_modality(options.get("input_data_format"), name) or spec.input_data_format
-        depth = _for_modality(options.get("image_bit_depth"), name)
+        layout = option_for(options.get("input_data_format"), name) or spec.input_data_format
+        depth = option_for(options.get("image_bit_depth"), name)
         return decode_image(value, layout, bit_depth=spec.image_bit_depth if depth is None else depth)
 
     def batch(self, processor: Any, name: str, samples: list[Any]) -> dict[str, tuple[torch.Tensor, Any]]:

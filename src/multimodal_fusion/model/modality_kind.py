@@ -35,6 +35,7 @@ class CountsKind(FeaturesKind):
 from __future__ import annotations
 
 import importlib
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -222,6 +223,12 @@ def processing_module(name: str) -> Any:
     return importlib.import_module(f".{name}", __package__)
 
 
+def option_for(value: Any, name: str) -> Any:
+    """A per-call or per-processor option given as one value or as modality name -> value, for modality ``name``
+    (``sampling_rate``, ``input_data_format``, ``image_bit_depth``, ``max_audio_seconds``)."""
+    return value.get(name) if isinstance(value, Mapping) else value
+
+
 def check_input_dim(name: str, input_dim: Any) -> int:
     """A vector / frame width (``input_dim``): a positive integer."""
     if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
@@ -231,8 +238,6 @@ def check_input_dim(name: str, input_dim: Any) -> int:
 
 def is_one_numeric_sample(value: Any) -> bool:
     """A non-empty list of plain numbers: one waveform or one vector, not a batch."""
-    import numbers
-
     return len(value) > 0 and all(isinstance(v, numbers.Number) and not isinstance(v, bool) for v in value)
 
 

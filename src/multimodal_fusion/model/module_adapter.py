@@ -52,7 +52,9 @@ class ModuleAdapter(EncoderAdapter):
 
     def layout(self, name: str, encoder: nn.Module, spec: Any) -> EncoderLayout:
         """``blocks`` / ``trainable_modules`` of the spec over the wrapped network (``module_encoder``)."""
-        from .module_encoder import module_layout  # module_encoder imports this file's MODULE_KIND_FIELDS
+        from .module_encoder import (
+            module_layout,  # module_encoder imports configuration_fusion, which imports this file
+        )
 
         return module_layout(name, encoder, spec)
 

@@ -38,17 +38,6 @@ def _training_dropouts(encoder: nn.Module, modules: list[nn.Module]) -> list[str
     return found
 
 
-def _training_dropouts(encoder: nn.Module, modules: list[nn.Module]) -> list[str]:
-    """Names (in ``encoder``) of dropout modules with ``p > 0`` in training mode among ``modules`` and children."""
-    names = {id(m): n for n, m in encoder.named_modules()}
-    found = []
-    for module in modules:
-        for child in module.modules():
-            if isinstance(child, nn.modules.dropout._DropoutNd) and child.p > 0 and child.training:
-                found.append(f"{names.get(id(child), type(child).__name__)} (p={child.p})")
-    return found
-
-
 class PrefixRunnerMixin:
     """The ``prefix_*`` hooks an encoder adapter implements to make its family's frozen prefix cacheable.
 

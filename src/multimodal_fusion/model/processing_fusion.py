@@ -18,6 +18,7 @@ from transformers.utils import PushToHubMixin
 from .audio_decoding import decode_audio  # noqa: F401 (the processor's decoders: its remote code copies them)
 from .bad_samples import BadSampleError
 from .image_decoding import decode_image  # noqa: F401
+from .modality_kind import option_for
 from .modality_kinds import get_kind
 from .module_processing import processor_fields
 from .processor_loading import (  # noqa: F401 (re-exported)
@@ -112,10 +113,7 @@ class FusionProcessor(ProcessorLoadingMixin, PushToHubMixin):
 
     def max_audio_seconds_of(self, name: str) -> float | None:
         """The crop length in seconds of audio modality ``name`` (``None`` = whole clips)."""
-        value = self.max_audio_seconds
-        return value.get(name) if isinstance(value, Mapping) else value
-
-    _max_audio_seconds = max_audio_seconds_of  # the v0.1 private name
+        return option_for(self.max_audio_seconds, name)
 
     def sampling_rate(self, name: str) -> int:
         """The sampling rate audio modality ``name`` is resampled to (its feature extractor's)."""
